@@ -1,0 +1,158 @@
+"""The assistant: retrieve, decide whether the corpus covers the question, generate, check citations."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import prompts
+from .chunking import ChunkerSettings
+from .citations import CheckedAnswer, check_citations
+from .config import Settings
+from .errors import IndexMissing
+from .index import BuildReport, LoadedIndex, build_index, current_generation, load_index, scan_sources
+from .retriever import Hit, Retrieval, Retriever, clean_query
+
+
+@dataclass
+class Answer:
+    question: str
+    query: str  # what was searched (the rewritten question in a conversation)
+    text: str
+    hits: list[Hit]
+    abstained: bool
+    checked: CheckedAnswer | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def sources(self) -> list[tuple[int, Hit]]:
+        """(number, hit) for every passage the final answer cites; all passages when abstaining."""
+        if self.abstained or self.checked is None:
+            return []
+        return [(n, self.hits[n - 1]) for n in self.checked.cited if 1 <= n <= len(self.hits)]
+
+    def to_dict(self) -> dict:
+        return {
+            "question": self.question, "query": self.query, "answer": self.text, "abstained": self.abstained,
+            "citations": [{"n": n, **h.to_dict()} for n, h in self.sources],
+            "passages": [{"n": i + 1, **h.to_dict()} for i, h in enumerate(self.hits)],
+            "removed_citations": self.checked.removed if self.checked else [],
+            "attached_citations": self.checked.attached if self.checked else [],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+@dataclass
+class Event:
+    kind: str  # "retrieved" | "token" | "done"
+    text: str = ""
+    retrieval: Retrieval | None = None
+    answer: Answer | None = None
+
+
+class Assistant:
+    def __init__(self, settings: Settings, embedder=None, generator=None,
+                 progress: Callable | None = None, warn: Callable[[str], None] = lambda m: None):
+        self.settings = settings
+        self._embedder = embedder
+        self._generator = generator
+        self.progress = progress
+        self.warn = warn
+        self._index: LoadedIndex | None = None
+        self._lock = threading.RLock()
+
+    # -- lazily loaded parts
+    @property
+    def embedder(self):
+        with self._lock:
+            if self._embedder is None:
+                from .embedders import load_embedder
+
+                self._embedder = load_embedder(self.settings.embedder, self.settings.cache_dir, self.progress)
+            return self._embedder
+
+    @property
+    def generator(self):
+        with self._lock:
+            if self._generator is None:
+                from .generators import load_generator
+
+                self._generator = load_generator(self.settings.generator, self.settings.cache_dir,
+                                                 backend=self.settings.backend, threads=self.settings.threads,
+                                                 progress=self.progress)
+            return self._generator
+
+    def build(self, paths: list[Path] | None = None, rebuild: bool = False) -> BuildReport:
+        s = self.settings
+        report = build_index(
+            scan_sources(paths or [s.corpus_dir]), s.index_dir, s.embedder, lambda: self.embedder,
+            ChunkerSettings(s.chunk_size, s.chunk_overlap), rebuild=rebuild, progress=self.progress, warn=self.warn)
+        with self._lock:
+            self._index = None
+        return report
+
+    def index(self) -> LoadedIndex:
+        """The live index; reloaded when a rebuild switched generations; built on first use."""
+        with self._lock:
+            gen = current_generation(self.settings.index_dir)
+            if gen is None:
+                self.warn(f"no index at {self.settings.index_dir}: building it from {self.settings.corpus_dir}")
+                self.build()
+                gen = current_generation(self.settings.index_dir)
+                if gen is None:
+                    raise IndexMissing(f"no index at {self.settings.index_dir}")
+            if self._index is None or self._index.path != gen:
+                self._index = load_index(self.settings.index_dir, self.settings.embedder)
+            return self._index
+
+    def retriever(self) -> Retriever:
+        return Retriever(self.index(), self.embedder, candidates=self.settings.candidates, rrf_k=self.settings.rrf_k)
+
+    def search(self, query: str, k: int | None = None, mode: str = "hybrid") -> Retrieval:
+        return self.retriever().search(query, k or self.settings.top_k, mode=mode)
+
+    def rewrite(self, question: str, history: list[tuple[str, str]]) -> str:
+        """Stand-alone version of a follow-up question, using the last turns of the conversation."""
+        if not history:
+            return question
+        turns = "\n".join(f"用户: {q}\n助手: {a[:300]}" for q, a in history[-3:])
+        messages = [{"role": "system", "content": prompts.REWRITE_SYSTEM},
+                    {"role": "user", "content": prompts.REWRITE_USER.format(history=turns, question=question)}]
+        text = "".join(self.generator.stream(messages, max_tokens=64)).strip().splitlines()
+        rewritten = text[0].strip() if text else ""
+        return rewritten if 2 <= len(rewritten) <= 300 else question
+
+    def ask(self, question: str, k: int | None = None, history: list[tuple[str, str]] | None = None) -> Iterator[Event]:
+        """Stream an answer: a `retrieved` event, `token` events, then `done` with the checked answer."""
+        t0 = time.perf_counter()
+        question = clean_query(question)
+        query = self.rewrite(question, history) if history else question
+        t_rewrite = time.perf_counter() - t0
+        retrieval = self.search(query, k)
+        timings = {"rewrite": t_rewrite, "retrieval": time.perf_counter() - t0 - t_rewrite}
+        yield Event("retrieved", retrieval=retrieval, text=query)
+        if not retrieval.covered or not retrieval.hits:
+            text = prompts.not_covered_message(question)
+            timings["total"] = time.perf_counter() - t0
+            yield Event("done", answer=Answer(question, query, text, retrieval.hits, True, None, timings))
+            return
+        messages = prompts.answer_messages(question, retrieval.hits)
+        parts: list[str] = []
+        for piece in self.generator.stream(messages, max_tokens=self.settings.max_new_tokens):
+            if not parts:
+                timings["first_token"] = time.perf_counter() - t0
+            parts.append(piece)
+            yield Event("token", text=piece)
+        raw = "".join(parts).strip()
+        checked = check_citations(raw, [h.chunk.embed_text() for h in retrieval.hits])
+        timings["total"] = time.perf_counter() - t0
+        yield Event("done", answer=Answer(question, query, checked.text, retrieval.hits, False, checked, timings))
+
+    def answer(self, question: str, k: int | None = None, history=None) -> Answer:
+        for event in self.ask(question, k, history):
+            if event.kind == "done":
+                return event.answer
+        raise AssertionError("ask() ended without a done event")

@@ -1,0 +1,85 @@
+"""Citation checking: every [n] in an answer must point at a retrieved passage.
+
+After generation, citations of passages that were not retrieved are removed, and answer sentences
+without a citation get one where a retrieved passage clearly supports them (character-bigram
+containment, which works for Chinese without a tokenizer). What is shown as a source always comes
+from retrieval metadata, never from text the model or a document wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\]")
+# Citation-looking text that is not a bare number list (e.g. "[source: hr.pdf]") is never a citation.
+FAKE_SOURCE = re.compile(r"\[(?:source|来源|出处|ref)\s*[:：][^\]]*\]", re.IGNORECASE)
+_SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]+|\n|$)|\n")
+SUPPORT_THRESHOLD = 0.35
+MIN_SENTENCE_CHARS = 8
+
+
+@dataclass
+class CheckedAnswer:
+    text: str
+    cited: list[int]  # 1-based passage numbers cited in the final text, in order of first use
+    removed: list[int] = field(default_factory=list)  # invalid numbers the model wrote
+    attached: list[int] = field(default_factory=list)  # numbers added post hoc
+
+    @property
+    def corrected(self) -> bool:
+        return bool(self.removed or self.attached)
+
+
+def _bigrams(text: str) -> set[str]:
+    s = re.sub(r"\s+", "", CITATION.sub("", text.lower()))
+    return {s[i:i + 2] for i in range(len(s) - 1)}
+
+
+def support(sentence: str, passage: str) -> float:
+    """Share of the sentence's character bigrams that occur in the passage."""
+    sb = _bigrams(sentence)
+    if not sb:
+        return 0.0
+    return len(sb & _bigrams(passage)) / len(sb)
+
+
+def numbers_in(text: str) -> list[int]:
+    out: list[int] = []
+    for m in CITATION.finditer(text):
+        for n in re.split(r"\s*[,，、]\s*", m.group(1)):
+            if n.isdigit() and int(n) not in out:
+                out.append(int(n))
+    return out
+
+
+def check_citations(answer: str, passages: list[str], threshold: float = SUPPORT_THRESHOLD) -> CheckedAnswer:
+    n_passages = len(passages)
+    removed: list[int] = []
+
+    def keep_valid(m: re.Match) -> str:
+        nums = [int(n) for n in re.split(r"\s*[,，、]\s*", m.group(1))]
+        good = [n for n in nums if 1 <= n <= n_passages]
+        removed.extend(n for n in nums if n not in good)
+        return "".join(f"[{n}]" for n in dict.fromkeys(good))
+
+    text = FAKE_SOURCE.sub("", answer)
+    text = CITATION.sub(keep_valid, text)
+    attached: list[int] = []
+    pieces = []
+    for m in _SENTENCE.finditer(text):
+        sent = m.group(0)
+        body = sent.rstrip("\n")
+        if CITATION.search(body) or len(body.strip()) < MIN_SENTENCE_CHARS or not passages:
+            pieces.append(sent)
+            continue
+        scores = [support(body, p) for p in passages]
+        best = max(range(n_passages), key=lambda i: scores[i])
+        if scores[best] >= threshold:
+            tail = len(body) - len(body.rstrip("。！？!?.；; "))
+            body = body[: len(body) - tail] + f"[{best + 1}]" + body[len(body) - tail:]
+            attached.append(best + 1)
+            sent = body + sent[len(sent.rstrip("\n")):]
+        pieces.append(sent)
+    final = "".join(pieces)
+    return CheckedAnswer(final, numbers_in(final), sorted(set(removed)), attached)

@@ -1,0 +1,236 @@
+"""`rag` command line. Heavy libraries are imported inside commands so `rag --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import RagError
+
+SNIPPET = 90
+
+
+def _progress(**kw):
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, dynamic_ncols=True, leave=False, **kw)
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def _settings(args):
+    from .config import Settings
+
+    return Settings.from_env(
+        corpus_dir=getattr(args, "corpus", None), index_dir=getattr(args, "index_dir", None),
+        embedder=getattr(args, "embedder", None), generator=getattr(args, "generator", None),
+        backend=getattr(args, "backend", None), top_k=getattr(args, "k", None),
+        threads=getattr(args, "threads", None))
+
+
+def _assistant(args):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .assistant import Assistant
+
+    return Assistant(_settings(args), progress=_progress, warn=_warn)
+
+
+def _snippet(text: str, n: int = SNIPPET) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
+def _queries(args) -> list[str]:
+    if args.file:
+        try:
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RagError(f"cannot read {args.file}: {e}") from None
+        return [line for line in lines if line.strip()]
+    if not args.query:
+        raise RagError("give a question, or --file with one question per line")
+    return [" ".join(args.query)]
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_index(args) -> int:
+    a = _assistant(args)
+    paths = [Path(p) for p in args.paths] or [a.settings.corpus_dir]
+    from .index import unsupported_files
+
+    for p in unsupported_files([p for p in paths if p.exists()]):
+        _warn(f"{p}: unsupported type, not indexed")
+    report = a.build(paths, rebuild=args.rebuild)
+    for source, reason in report.skipped:
+        _warn(f"skipped {source}: {reason}")
+    if report.up_to_date:
+        print(f"index is up to date ({report.chunks} chunks, {len(report.unchanged)} files; {report.seconds:.2f}s)")
+    else:
+        print(f"indexed {report.chunks} chunks from {len(report.added) + len(report.changed) + len(report.unchanged)} files "
+              f"in {report.seconds:.1f}s: {len(report.added)} added, {len(report.changed)} changed, "
+              f"{len(report.removed)} removed, {len(report.unchanged)} unchanged; {report.embedded} chunks embedded "
+              f"-> {a.settings.index_dir}/{report.generation}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    a = _assistant(args)
+    for q in _queries(args):
+        try:
+            r = a.search(q, args.k, mode=args.mode)
+        except RagError as e:
+            if not args.file:
+                raise
+            print(json.dumps({"query": q, "error": str(e)}, ensure_ascii=False))
+            continue
+        if args.json or args.file:
+            print(json.dumps({"query": r.query, "covered": r.covered, "results": [h.to_dict() for h in r.hits]},
+                             ensure_ascii=False), flush=True)
+            continue
+        print(f"query: {r.query}" + ("" if r.covered else "   (no passage looks relevant)"))
+        for i, h in enumerate(r.hits, 1):
+            c = h.chunk
+            legs = " ".join(x for x in [f"dense={h.dense:.3f}" if h.dense is not None else "",
+                                         f"bm25={h.bm25:.2f}" if h.bm25 is not None else ""] if x)
+            print(f"{i:>2}. {h.score:.4f}  {c.source}:{c.line}  [{c.start}-{c.end}]  {legs}")
+            if c.heading:
+                print(f"    Q: {_snippet(c.heading)}")
+            print(f"    {_snippet(c.text)}")
+    return 0
+
+
+def _print_sources(ans) -> None:
+    if ans.abstained:
+        for i, h in enumerate(ans.hits, 1):
+            print(f"  ({i}) {h.chunk.source}:{h.chunk.line}  {_snippet(h.chunk.heading or h.chunk.text, 60)}")
+        return
+    if not ans.sources:
+        print("\nSources: none of the passages could be matched to the answer.")
+        return
+    print("\nSources:")
+    for n, h in ans.sources:
+        c = h.chunk
+        print(f"  [{n}] {c.source}:{c.line}  chars {c.start}-{c.end}  {('Q: ' + c.heading) if c.heading else ''}")
+        print(f"      {_snippet(c.text)}")
+
+
+def cmd_ask(args) -> int:
+    a = _assistant(args)
+    stream = not (args.json or args.file) and not args.no_stream
+    for q in _queries(args):
+        try:
+            answer = None
+            for ev in a.ask(q, args.k):
+                if ev.kind == "token" and stream:
+                    print(ev.text, end="", flush=True)
+                elif ev.kind == "done":
+                    answer = ev.answer
+        except RagError as e:
+            if not args.file:
+                raise
+            print(json.dumps({"question": q, "error": str(e)}, ensure_ascii=False))
+            continue
+        if args.json or args.file:
+            print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
+            continue
+        if answer.abstained or not stream:
+            print(answer.text, end="")
+        print()
+        if answer.checked and answer.checked.corrected:
+            notes = []
+            if answer.checked.removed:
+                notes.append("removed citations of passages that were not retrieved: "
+                             + ", ".join(f"[{n}]" for n in answer.checked.removed))
+            if answer.checked.attached:
+                notes.append("added citations to uncited sentences: " + ", ".join(f"[{n}]" for n in answer.checked.attached))
+            print(f"\n(citations checked — {'; '.join(notes)})\n{answer.text}")
+        _print_sources(answer)
+        t = answer.timings
+        print(f"\n({'retrieval %.2fs' % t.get('retrieval', 0)}"
+              + (f", first token {t['first_token']:.1f}s" if "first_token" in t else "")
+              + f", total {t.get('total', 0):.1f}s)", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from . import evaluate
+
+    return evaluate.main(args, _assistant(args))
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.main(args, _settings(args))
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--corpus", type=Path, help="corpus directory (default: ./corpus, env RAG_CORPUS_DIR)")
+    common.add_argument("--index-dir", type=Path, help="index directory (default: ./index, env RAG_INDEX_DIR)")
+    common.add_argument("--embedder", help="embedder: packaged:<name>, a local folder or a HF id")
+    common.add_argument("--generator", help="LLM: packaged:<name>, a .gguf file, a local folder or a HF id")
+    common.add_argument("--backend", choices=["auto", "llama.cpp", "transformers"], help="generation backend")
+    common.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+
+    p = argparse.ArgumentParser(prog="rag", description="Offline, Chinese-first RAG assistant over deep-learning interview notes.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("index", parents=[common], help="build or update the index (incremental by content hash)")
+    s.add_argument("paths", nargs="*", help="files or directories (default: the corpus directory)")
+    s.add_argument("--rebuild", action="store_true", help="re-embed everything")
+    s.set_defaults(func=cmd_index)
+
+    for name, func, helptext in [("search", cmd_search, "retrieval only: ranked passages with scores"),
+                                 ("ask", cmd_ask, "answer a question with cited passages")]:
+        s = sub.add_parser(name, parents=[common], help=helptext)
+        s.add_argument("query", nargs="*", help="the question")
+        s.add_argument("-k", type=int, help="number of passages (default 5)")
+        s.add_argument("--json", action="store_true", help="machine-readable output")
+        s.add_argument("--file", help="one question per line; JSON Lines out")
+        if name == "search":
+            s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
+        else:
+            s.add_argument("--no-stream", action="store_true", help="print the answer when complete")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("eval", parents=[common], help="accuracy report (mcq, retrieval, answers; all by default)")
+    s.add_argument("suite", nargs="?", default="all", choices=["all", "mcq", "retrieval", "answers"])
+    s.add_argument("--limit", type=int, help="only the first N items (quick check)")
+    s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
+    s.add_argument("-k", type=int, help="passages per question")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("bench", parents=[common], help="speed and memory benchmarks")
+    s.add_argument("suite", nargs="?", default="all", help="all | generation | retrieval | ann")
+    s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
+    s.add_argument("--quick", action="store_true", help="small sizes (for CI)")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RagError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted (the previous index, if any, is still serving)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,459 @@
+"""The on-disk index: generations, manifest, checksums, lock, incremental builds.
+
+Layout of `index/`:
+    CURRENT                 name of the live generation (replaced atomically)
+    gen-<time>-<pid>/       one complete build: manifest.json, chunks.sqlite, vectors.faiss, bm25.json
+    .lock                   held (flock) by the one process allowed to write
+A build writes a new generation in a `.tmp` directory, fsyncs it, renames it, then swaps CURRENT;
+a crash at any point leaves the previous generation serving. Nothing is ever modified in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .chunking import Chunk, ChunkerSettings, chunk_document
+from .errors import CorpusError, DiskFull, EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing, LoaderError, RagError
+from .lexical import BM25
+from .loaders import SUPPORTED_SUFFIXES, load_file, sha256_bytes
+from .vectors import FaissFlatIndex, VectorIndex, build_vector_index, load_vector_index
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+CHUNKS_DB = "chunks.sqlite"
+VECTORS = "vectors.faiss"
+BM25_FILE = "bm25.json"
+KEEP_GENERATIONS = 2  # the live one and its predecessor (readers may still hold it)
+
+
+@dataclass
+class SourceFile:
+    path: Path
+    source: str
+
+
+@dataclass
+class BuildReport:
+    generation: str | None = None
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    chunks: int = 0
+    embedded: int = 0
+    seconds: float = 0.0
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.generation is None
+
+
+@dataclass
+class LoadedIndex:
+    path: Path
+    manifest: dict
+    chunks: list[Chunk]
+    vectors: VectorIndex
+    bm25: BM25
+
+    @property
+    def embedder_id(self) -> str:
+        return self.manifest["embedder"]["id"]
+
+
+# ---------------------------------------------------------------- corpus scan
+
+def scan_sources(paths: Iterable[Path]) -> list[SourceFile]:
+    """Supported files under the given files/directories. Symlinks are not followed."""
+    out: dict[str, SourceFile] = {}
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            raise CorpusError(f"corpus path not found: {root}")
+        if root.is_file():
+            out.setdefault(root.name, SourceFile(root, root.name))
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                p = Path(dirpath) / name
+                if name.startswith(".") or p.is_symlink() or p.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    continue
+                source = p.relative_to(root).as_posix()
+                out.setdefault(source, SourceFile(p, source))
+    return sorted(out.values(), key=lambda s: s.source)
+
+
+def unsupported_files(paths: Iterable[Path]) -> list[Path]:
+    found = []
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            if root.suffix.lower() not in SUPPORTED_SUFFIXES:
+                found.append(root)
+            continue
+        for p in sorted(root.rglob("*")) if root.is_dir() else []:
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in SUPPORTED_SUFFIXES:
+                found.append(p)
+    return found
+
+
+# ---------------------------------------------------------------- generations
+
+def current_generation(index_dir: Path) -> Path | None:
+    try:
+        name = (Path(index_dir) / CURRENT).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not name or "/" in name or name.startswith("."):
+        raise IndexCorrupt(f"{index_dir / CURRENT} is invalid; run `rag index --rebuild`")
+    gen = Path(index_dir) / name
+    if not gen.is_dir():
+        raise IndexCorrupt(f"{index_dir / CURRENT} points at missing {name}; run `rag index --rebuild`")
+    return gen
+
+
+def read_manifest(gen: Path) -> dict:
+    try:
+        manifest = json.loads((gen / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise IndexCorrupt(f"{gen / MANIFEST} is missing; run `rag index --rebuild`") from None
+    except (ValueError, UnicodeDecodeError):
+        raise IndexCorrupt(f"{gen / MANIFEST} is not valid JSON; run `rag index --rebuild`") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexCorrupt(f"{gen / MANIFEST}: format {manifest.get('format_version')} != {FORMAT_VERSION}; "
+                           "run `rag index --rebuild`")
+    return manifest
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_artifacts(gen: Path, manifest: dict) -> None:
+    for name, meta in manifest.get("artifacts", {}).items():
+        p = gen / name
+        if not p.exists():
+            raise IndexCorrupt(f"{p} is missing; run `rag index --rebuild`")
+        if p.stat().st_size != meta["bytes"] or file_sha256(p) != meta["sha256"]:
+            raise IndexCorrupt(f"{p} fails its checksum (truncated or corrupted); run `rag index --rebuild`")
+
+
+def check_embedder(manifest: dict, embedder_id: str, dim: int | None = None) -> None:
+    built = manifest["embedder"]
+    if built["id"] != embedder_id or (dim is not None and built["dim"] != dim):
+        raise EmbedderMismatch(
+            f"index was built with embedder '{built['id']}' (dim {built['dim']}), but '{embedder_id}' is configured; "
+            "run `rag index --rebuild` or configure the original embedder")
+
+
+def load_index(index_dir: Path, embedder_id: str | None = None) -> LoadedIndex:
+    """Load and verify the live generation. Raises IndexMissing / IndexCorrupt / EmbedderMismatch."""
+    gen = current_generation(index_dir)
+    if gen is None:
+        raise IndexMissing(f"no index at {index_dir}; run `rag index`")
+    manifest = read_manifest(gen)
+    if embedder_id is not None:
+        check_embedder(manifest, embedder_id)
+    verify_artifacts(gen, manifest)
+    chunks = read_chunks(gen / CHUNKS_DB)
+    try:
+        vectors = load_vector_index(manifest["vector_index"]["kind"], gen / VECTORS)
+        bm25 = BM25.load(gen / BM25_FILE)
+    except Exception as e:  # faiss raises RuntimeError on garbage; checksums make this rare
+        raise IndexCorrupt(f"{gen}: cannot read index files ({e}); run `rag index --rebuild`") from None
+    if not (len(chunks) == vectors.ntotal == len(bm25) == manifest["counts"]["chunks"]):
+        raise IndexCorrupt(f"{gen}: chunk store, vectors and BM25 disagree on the chunk count; run `rag index --rebuild`")
+    return LoadedIndex(gen, manifest, chunks, vectors, bm25)
+
+
+# ---------------------------------------------------------------- chunk store (SQLite, no pickle)
+
+_SCHEMA = """CREATE TABLE chunks (
+    row INTEGER PRIMARY KEY, id TEXT NOT NULL, source TEXT NOT NULL, heading TEXT NOT NULL,
+    text TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, line INTEGER NOT NULL,
+    file_sha256 TEXT NOT NULL, vector BLOB NOT NULL)"""
+_COLS = ("id", "source", "heading", "text", "start", "end", "line", "file_sha256")
+_SELECT = ", ".join(f'"{c}"' for c in _COLS)
+
+
+def read_chunks(db: Path) -> list[Chunk]:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            rows = con.execute(f"SELECT {_SELECT} FROM chunks ORDER BY row").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise IndexCorrupt(f"{db}: {e}; run `rag index --rebuild`") from None
+    return [Chunk(*r) for r in rows]
+
+
+def read_vectors(db: Path) -> dict[str, np.ndarray]:
+    """Chunk id -> stored embedding, for reuse by an incremental build."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {cid: np.frombuffer(blob, dtype=np.float32) for cid, blob in con.execute("SELECT id, vector FROM chunks")}
+    finally:
+        con.close()
+
+
+def write_chunks(db: Path, chunks: list[Chunk], vectors: np.ndarray) -> None:
+    con = sqlite3.connect(db)
+    try:
+        con.execute(_SCHEMA)
+        con.executemany(
+            'INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            ((i, c.id, c.source, c.heading, c.text, c.start, c.end, c.line, c.file_sha256,
+              np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes()) for i, c in enumerate(chunks)))
+        con.commit()
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------- writing
+
+@contextmanager
+def write_lock(index_dir: Path, wait: float = 0.0):
+    import fcntl
+
+    index_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(index_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise IndexLocked(f"another `rag index` is writing {index_dir} (lock held); try again when it finishes") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def cleanup_stale(index_dir: Path) -> None:
+    """Remove leftovers of crashed builds and generations beyond the ones kept. Caller holds the lock."""
+    live = current_generation(index_dir) if (index_dir / CURRENT).exists() else None
+    for p in index_dir.iterdir():
+        if p.name.endswith(".tmp") or p.name.startswith(CURRENT + ".tmp"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    gens = sorted((p for p in index_dir.glob("gen-*") if p.is_dir()), key=lambda p: p.name)
+    keep = {live.name} if live else set()
+    keep.update(p.name for p in gens[-KEEP_GENERATIONS:])
+    for p in gens:
+        if p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, manifest: dict,
+                     vector_kind: str = FaissFlatIndex.kind) -> Path:
+    """Write a complete generation, then switch CURRENT to it. Caller holds the lock."""
+    name = f"gen-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
+    tmp = index_dir / (name + ".tmp")
+    final = index_dir / name
+    try:
+        tmp.mkdir(parents=True)
+        dim = manifest["embedder"]["dim"]
+        write_chunks(tmp / CHUNKS_DB, chunks, vectors)
+        vindex = build_vector_index(vector_kind, dim, vectors)
+        vindex.save(tmp / VECTORS)
+        BM25.from_texts([c.embed_text() for c in chunks]).save(tmp / BM25_FILE)
+        manifest = dict(manifest)
+        manifest["vector_index"] = vindex.params()
+        manifest["counts"] = {"chunks": len(chunks)}
+        manifest["artifacts"] = {}
+        for art in (CHUNKS_DB, VECTORS, BM25_FILE):
+            _fsync_file(tmp / art)
+            manifest["artifacts"][art] = {"sha256": file_sha256(tmp / art), "bytes": (tmp / art).stat().st_size}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
+        _fsync_file(tmp / MANIFEST)
+        _fsync_dir(tmp)
+        os.rename(tmp, final)
+        _fsync_dir(index_dir)
+        cur_tmp = index_dir / (CURRENT + ".tmp")
+        cur_tmp.write_text(name + "\n")
+        _fsync_file(cur_tmp)
+        os.replace(cur_tmp, index_dir / CURRENT)
+        _fsync_dir(index_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if final.exists() and (index_dir / CURRENT).exists() and (index_dir / CURRENT).read_text().strip() != name:
+            shutil.rmtree(final, ignore_errors=True)
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise DiskFull(f"disk full while writing {index_dir}; the previous index is untouched") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise RagError(f"cannot write {index_dir}: {e.strerror}; the previous index is untouched") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def build_index(
+    sources: list[SourceFile],
+    index_dir: Path,
+    embedder_id: str,
+    load_embedder: Callable[[], object],
+    chunker: ChunkerSettings = ChunkerSettings(),
+    rebuild: bool = False,
+    progress: Callable | None = None,
+    warn: Callable[[str], None] = lambda m: None,
+    lock_wait: float = 0.0,
+) -> BuildReport:
+    """Create or incrementally update the index from `sources`.
+
+    Unchanged files (same sha256) keep their chunks and vectors; changed files are re-chunked and only
+    chunks whose id is new get embedded; files no longer present are dropped. A file that fails to load
+    is skipped with a warning; if it was indexed before, its previous chunks are kept.
+    """
+    t0 = time.monotonic()
+    index_dir = Path(index_dir)
+    report = BuildReport()
+    with write_lock(index_dir, wait=lock_wait):
+        cleanup_stale(index_dir)
+        old_gen, old_manifest = None, None
+        if not rebuild:
+            try:
+                old_gen = current_generation(index_dir)
+                if old_gen is not None:
+                    old_manifest = read_manifest(old_gen)
+                    verify_artifacts(old_gen, old_manifest)
+            except IndexCorrupt as e:
+                warn(f"{e} — rebuilding from scratch")
+                old_gen, old_manifest = None, None
+        if old_manifest is not None:
+            check_embedder(old_manifest, embedder_id)
+            if old_manifest.get("chunker") != chunker.to_dict():
+                warn("chunker settings changed — re-chunking every file")
+                old_manifest = dict(old_manifest, files={})
+        old_files: dict[str, dict] = old_manifest["files"] if old_manifest else {}
+        hashes = {}
+        for sf in sources:
+            try:
+                hashes[sf.source] = file_sha256(sf.path)
+            except OSError as e:
+                report.skipped.append((sf.source, f"cannot read: {e.strerror or e}"))
+        current = {s.source for s in sources if s.source in hashes}
+        report.removed = sorted(set(old_files) - {s.source for s in sources})
+        report.unchanged = sorted(s for s in current if s in old_files and old_files[s]["sha256"] == hashes[s])
+        todo = [s for s in sources if s.source in hashes and s.source not in report.unchanged]
+        if old_gen is not None and not todo and not report.removed and not report.skipped:
+            report.chunks = old_manifest["counts"]["chunks"]
+            report.seconds = time.monotonic() - t0
+            return report
+
+        old_chunks = read_chunks(old_gen / CHUNKS_DB) if old_gen is not None else []
+        old_by_source: dict[str, list[Chunk]] = {}
+        for c in old_chunks:
+            old_by_source.setdefault(c.source, []).append(c)
+
+        files_meta: dict[str, dict] = {s: old_files[s] for s in report.unchanged}
+        new_chunks: dict[str, list[Chunk]] = {s: old_by_source.get(s, []) for s in report.unchanged}
+        skipped_meta: list[dict] = []
+        for sf in todo:
+            try:
+                doc = load_file(sf.path, sf.source)
+                if doc.sha256 != hashes[sf.source]:
+                    raise LoaderError(sf.path, "file changed while indexing; run `rag index` again")
+                chunks = chunk_document(doc, chunker)
+                if not chunks:
+                    raise LoaderError(sf.path, "no text to index")
+            except LoaderError as e:
+                report.skipped.append((sf.source, e.reason))
+                skipped_meta.append({"source": sf.source, "reason": e.reason})
+                if sf.source in old_files:  # keep what we had: nothing is lost on a bad update
+                    files_meta[sf.source] = old_files[sf.source]
+                    new_chunks[sf.source] = old_by_source.get(sf.source, [])
+                continue
+            (report.changed if sf.source in old_files else report.added).append(sf.source)
+            files_meta[sf.source] = {"sha256": doc.sha256, "chunks": len(chunks), "encoding": doc.encoding,
+                                     "bytes": sf.path.stat().st_size, "indexed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            new_chunks[sf.source] = chunks
+        for sf in sources:  # unreadable files that had been indexed keep their chunks as well
+            if sf.source not in hashes and sf.source in old_files:
+                files_meta[sf.source] = old_files[sf.source]
+                new_chunks[sf.source] = old_by_source.get(sf.source, [])
+
+        ordered = [c for s in sorted(new_chunks) for c in new_chunks[s]]
+        if not ordered:
+            raise CorpusError("nothing to index: no readable documents"
+                              + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
+        known = read_vectors(old_gen / CHUNKS_DB) if old_gen is not None else {}
+        missing = [i for i, c in enumerate(ordered) if c.id not in known]
+        if old_gen is not None and not missing and not report.removed and not report.added and not report.changed:
+            report.chunks = len(ordered)
+            report.seconds = time.monotonic() - t0
+            return report
+        embedder = load_embedder() if missing else None
+        dim = embedder.dim if embedder is not None else old_manifest["embedder"]["dim"]
+        vectors = np.zeros((len(ordered), dim), dtype=np.float32)
+        for i, c in enumerate(ordered):
+            if c.id in known:
+                vectors[i] = known[c.id]
+        if missing:
+            if old_manifest is not None:
+                check_embedder(old_manifest, embedder.model_id, embedder.dim)
+            batch = 64
+            bar = progress(total=len(missing), desc="embedding", unit="chunk") if progress else None
+            try:
+                for b in range(0, len(missing), batch):
+                    rows = missing[b:b + batch]
+                    vectors[rows] = embedder.embed_documents([ordered[i].embed_text() for i in rows])
+                    if bar:
+                        bar.update(len(rows))
+            finally:
+                if bar:
+                    bar.close()
+        report.embedded = len(missing)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "embedder": {"id": embedder_id, "dim": dim},
+            "chunker": chunker.to_dict(),
+            "files": files_meta,
+            "skipped": skipped_meta,
+        }
+        gen = write_generation(index_dir, ordered, vectors, manifest)
+        cleanup_stale(index_dir)
+        report.generation = gen.name
+        report.chunks = len(ordered)
+        report.seconds = time.monotonic() - t0
+        return report

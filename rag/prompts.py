@@ -1,0 +1,48 @@
+"""Every prompt the assistant sends, in one place."""
+
+SYSTEM_PROMPT = (
+    "你是一个深度学习面试辅导助手。只根据给出的编号资料回答问题，不要编造资料里没有的内容。"
+    "每句话后面用方括号标注所依据资料的编号，例如 [1] 或 [2]。"
+    "如果资料不足以回答，就直接说资料中没有相关内容。回答使用与问题相同的语言，简洁、准确。"
+)
+
+PASSAGE_TEMPLATE = "[{n}] 来源: {source} · {heading}\n{text}"
+
+USER_TEMPLATE = "资料:\n{passages}\n\n问题: {question}\n\n请根据以上资料回答，并用 [编号] 标注出处。"
+
+NOT_COVERED_ZH = "资料库中没有找到能回答这个问题的内容，所以我不作回答。下面是最接近的几段资料，供参考："
+NOT_COVERED_EN = "The documents do not cover this question, so I will not guess. The closest passages are listed below:"
+
+# Follow-up questions are rewritten into stand-alone questions before retrieval.
+REWRITE_SYSTEM = "把用户的追问改写成一个不依赖上下文、可以独立检索的完整问题。只输出改写后的问题本身。"
+REWRITE_USER = "对话历史:\n{history}\n\n追问: {question}\n\n改写后的独立问题:"
+
+# Multiple-choice scoring: the model is asked for the answer, and each option's text is scored
+# as the continuation of the "答案:" line.
+MCQ_USER = "{context}问题: {question}\n选项:\n{options}\n\n请给出正确选项的内容。"
+MCQ_CONTEXT = "参考资料:\n{passages}\n\n"
+MCQ_ANSWER_PREFIX = "正确答案是: "
+
+
+def format_passages(hits, max_chars: int = 600) -> str:
+    parts = []
+    for n, h in enumerate(hits, 1):
+        c = h.chunk
+        text = c.text if len(c.text) <= max_chars else c.text[:max_chars] + "…"
+        parts.append(PASSAGE_TEMPLATE.format(n=n, source=c.source, heading=c.heading or "-", text=text))
+    return "\n\n".join(parts)
+
+
+def answer_messages(question: str, hits) -> list[dict]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": USER_TEMPLATE.format(passages=format_passages(hits), question=question)},
+    ]
+
+
+def is_chinese(text: str) -> bool:
+    return sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff") >= max(1, len(text) // 10)
+
+
+def not_covered_message(question: str) -> str:
+    return NOT_COVERED_ZH if is_chinese(question) else NOT_COVERED_EN
