@@ -22,7 +22,7 @@ from .index import LoadedIndex
 MODES = ("hybrid", "dense", "bm25")
 # Calibrated with `rag eval retrieval` (eval/results/retrieval.md): coverage of the query's IDF
 # mass by the best keyword hit, or the dense cosine of the best hit, above which we answer.
-COVERAGE_THRESHOLD = 0.45
+COVERAGE_THRESHOLD = 0.3
 DENSE_THRESHOLD = 0.90
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
