@@ -1,0 +1,66 @@
+"""Small deterministic stand-ins for the real models (fast unit tests only)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Iterator, Sequence
+
+import numpy as np
+
+
+class FakeEmbedder:
+    """Hashed character-bigram vectors: similar strings get similar vectors, no model needed."""
+
+    def __init__(self, dim: int = 64, model_id: str = "fake-embedder"):
+        self.dim = dim
+        self.model_id = model_id
+        self.calls = 0
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dim, dtype=np.float32)
+        s = re.sub(r"\s+", "", text.lower())
+        for i in range(max(len(s) - 1, 1)):
+            h = int.from_bytes(hashlib.md5(s[i:i + 2].encode()).digest()[:4], "little")
+            v[h % self.dim] += 1.0
+        n = np.linalg.norm(v)
+        return v / n if n else v
+
+    def embed_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        self.calls += 1
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._vec(t) for t in texts])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._vec(text)
+
+
+class FakeGenerator:
+    """Answers with the first sentence of passage [1], cited, streamed in small pieces."""
+
+    model_id = "fake-generator"
+    backend = "fake"
+
+    def __init__(self, reply: str | None = None):
+        self.reply = reply
+        self.prompts: list[list[dict]] = []
+
+    def stream(self, messages: list[dict], max_tokens: int = 256) -> Iterator[str]:
+        self.prompts.append(messages)
+        text = self.reply
+        if text is None:
+            user = messages[-1]["content"]
+            m = re.search(r"\[1\][^\n]*\n([^。\n]{4,80})", user)
+            text = (m.group(1).strip() + " [1]。") if m else "资料中没有相关内容。"
+        for i in range(0, len(text), 3):
+            yield text[i:i + 3]
+
+    def score(self, messages: list[dict], prefix: str, continuations: Sequence[str]) -> list[tuple[float, int]]:
+        context = messages[-1]["content"]
+        out = []
+        for c in continuations:
+            grams = {c[i:i + 2] for i in range(len(c) - 1)} or {c}
+            hit = sum(1 for g in grams if g in context) / len(grams)
+            out.append((float(np.log(hit + 1e-3)), max(1, len(c) // 2)))
+        return out
