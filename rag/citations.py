@@ -16,6 +16,7 @@ CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\]")
 FAKE_SOURCE = re.compile(r"\[(?:source|来源|出处|ref)\s*[:：][^\]]*\]", re.IGNORECASE)
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]+|\n|$)|\n")
 SUPPORT_THRESHOLD = 0.35
+UNSUPPORTED = 0.15  # a cited passage sharing less than this with its sentence does not support it
 MIN_SENTENCE_CHARS = 8
 
 
@@ -25,10 +26,11 @@ class CheckedAnswer:
     cited: list[int]  # 1-based passage numbers cited in the final text, in order of first use
     removed: list[int] = field(default_factory=list)  # invalid numbers the model wrote
     attached: list[int] = field(default_factory=list)  # numbers added post hoc
+    replaced: list[tuple[int, int]] = field(default_factory=list)  # (cited, better-supported) swaps
 
     @property
     def corrected(self) -> bool:
-        return bool(self.removed or self.attached)
+        return bool(self.removed or self.attached or self.replaced)
 
 
 def _bigrams(text: str) -> set[str]:
@@ -66,20 +68,33 @@ def check_citations(answer: str, passages: list[str], threshold: float = SUPPORT
     text = FAKE_SOURCE.sub("", answer)
     text = CITATION.sub(keep_valid, text)
     attached: list[int] = []
+    replaced: list[tuple[int, int]] = []
     pieces = []
     for m in _SENTENCE.finditer(text):
         sent = m.group(0)
         body = sent.rstrip("\n")
-        if CITATION.search(body) or len(body.strip()) < MIN_SENTENCE_CHARS or not passages:
+        if len(CITATION.sub("", body).strip()) < MIN_SENTENCE_CHARS or not passages:
             pieces.append(sent)
             continue
         scores = [support(body, p) for p in passages]
         best = max(range(n_passages), key=lambda i: scores[i])
-        if scores[best] >= threshold:
-            tail = len(body) - len(body.rstrip("。！？!?.；; "))
-            body = body[: len(body) - tail] + f"[{best + 1}]" + body[len(body) - tail:]
+        cited = numbers_in(body)
+        if cited:
+            # A small model often cites a passage number that does not hold the claim; when the cited
+            # passages share (almost) nothing with the sentence and another clearly does, swap it.
+            if max(scores[n - 1] for n in cited) < UNSUPPORTED and scores[best] >= threshold:
+                body = CITATION.sub("", body).rstrip()
+                replaced.extend((n, best + 1) for n in cited)
+            else:
+                pieces.append(sent)
+                continue
+        elif scores[best] < threshold:
+            pieces.append(sent)
+            continue
+        else:
             attached.append(best + 1)
-            sent = body + sent[len(sent.rstrip("\n")):]
-        pieces.append(sent)
+        head = body.rstrip("。！？!?.；; ")
+        body = f"{head.rstrip()} [{best + 1}]{body[len(head):].strip()}"
+        pieces.append(body + sent[len(sent.rstrip("\n")):])
     final = "".join(pieces)
-    return CheckedAnswer(final, numbers_in(final), sorted(set(removed)), attached)
+    return CheckedAnswer(final, numbers_in(final), sorted(set(removed)), attached, replaced)

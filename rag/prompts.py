@@ -1,14 +1,22 @@
 """Every prompt the assistant sends, in one place."""
 
 SYSTEM_PROMPT = (
-    "你是一个深度学习面试辅导助手。只根据给出的编号资料回答问题，不要编造资料里没有的内容。"
-    "每句话后面用方括号标注所依据资料的编号，例如 [1] 或 [2]。"
-    "如果资料不足以回答，就直接说资料中没有相关内容。回答使用与问题相同的语言，简洁、准确。"
+    "你是深度学习面试辅导助手。只依据用户给出的编号资料回答，不要使用资料以外的知识。"
+    "先用一句话直接回答问题（是/否、结论），再用一两句话解释原因。每句话末尾用方括号注明依据的资料编号。"
+    "如果资料没有回答这个问题，就回答：资料中没有相关内容。回答使用与问题相同的语言。"
 )
+
+# One worked example: small models copy a demonstrated format far more reliably than they follow
+# instructions (without it the 1.5B model often answered with a bare "[3]").
+DEMO_USER = (
+    "资料:\n[1] 来源: notes.md · 学习率太大会怎样?\n学习率太大时，参数更新步长过大，损失会震荡甚至发散，模型无法收敛。\n\n"
+    "[2] 来源: notes.md · 什么是 epoch?\n一个 epoch 指完整遍历一次训练集。\n\n问题: 学习率设置得很大会有什么后果？"
+)
+DEMO_ASSISTANT = "学习率过大会导致模型难以收敛 [1]。原因是参数更新的步长过大，损失会来回震荡甚至发散 [1]。"
 
 PASSAGE_TEMPLATE = "[{n}] 来源: {source} · {heading}\n{text}"
 
-USER_TEMPLATE = "资料:\n{passages}\n\n问题: {question}\n\n请根据以上资料回答，并用 [编号] 标注出处。"
+USER_TEMPLATE = "资料:\n{passages}\n\n问题: {question}"
 
 NOT_COVERED_ZH = "资料库中没有找到能回答这个问题的内容，所以我不作回答。下面是最接近的几段资料，供参考："
 NOT_COVERED_EN = "The documents do not cover this question, so I will not guess. The closest passages are listed below:"
@@ -24,7 +32,7 @@ MCQ_CONTEXT = "参考资料:\n{passages}\n\n"
 MCQ_ANSWER_PREFIX = "正确答案是: "
 
 
-def format_passages(hits, max_chars: int = 600) -> str:
+def format_passages(hits, max_chars: int = 500) -> str:
     parts = []
     for n, h in enumerate(hits, 1):
         c = h.chunk
@@ -36,6 +44,8 @@ def format_passages(hits, max_chars: int = 600) -> str:
 def answer_messages(question: str, hits) -> list[dict]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": DEMO_USER},
+        {"role": "assistant", "content": DEMO_ASSISTANT},
         {"role": "user", "content": USER_TEMPLATE.format(passages=format_passages(hits), question=question)},
     ]
 
