@@ -21,6 +21,8 @@ _QUESTION = re.compile(
     r"^\s*(?:"
     r"(?P<md>#{1,6})\s+"  # markdown heading
     r"|\*\*\s*(?P<bold>\d{1,3})\s*[。.、]?\s*\*\*\s*[。.、]?\s*"  # **12。** / **19** 。
+    r"|\*\*\s*(?P<boldline>\d{1,3})\s*[。.、]\s*"  # **3。whole question in bold**
+    r"|\[[^\]\n]{1,24}\]\s*(?P<tagnum>\d{1,3})\s*[.、。](?!\d)\s*"  # [ResNet] 9. (label first)
     r"|(?P<num>\d{1,3})\s*[。.、](?!\d)\s*"  # 1. / 1、 / 12。
     r"|[（(]\s*(?P<paren>\d{1,2})\s*[)）]\s*"  # (3) / （3）
     r")(?P<title>\S.*)$"

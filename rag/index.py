@@ -270,7 +270,10 @@ def _fsync_file(path: Path) -> None:
 
 def cleanup_stale(index_dir: Path) -> None:
     """Remove leftovers of crashed builds and generations beyond the ones kept. Caller holds the lock."""
-    live = current_generation(index_dir) if (index_dir / CURRENT).exists() else None
+    try:
+        live = current_generation(index_dir)
+    except IndexCorrupt:
+        live = None
     for p in index_dir.iterdir():
         if p.name.endswith(".tmp") or p.name.startswith(CURRENT + ".tmp"):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

@@ -39,7 +39,7 @@ _STRONG_BOILERPLATE = re.compile(
 )
 # Weak signals: only furniture when the line is short (real answers mention these words too).
 _WEAK_BOILERPLATE = re.compile(r"关注|收藏|评论|转发|分享|广告|赞赏|阅读原文|https?://|VIP|^\d+️⃣")
-_WEAK_MAX_LEN = 60
+_WEAK_MAX_LEN = 24
 _INLINE_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 
 

@@ -1,0 +1,33 @@
+from rag.lexical import BM25, expand_query, tokenize
+
+
+def test_english_terms_in_chinese_text_match():
+    toks = tokenize("介绍 Batch Normalization 的意义")
+    assert "batch" in toks and "normalization" in toks
+    bm = BM25.from_texts(["Dropout 只在训练时使用", "学习率太大会震荡", "GAN 由生成器和判别器组成"])
+    hits = bm.search("测试时要用 dropout 吗")
+    assert hits[0].row == 0
+
+
+def test_abbreviation_expansion():
+    assert "batch normalization" in expand_query("BN 有什么用")
+    assert "批归一化" in expand_query("what does batchnorm do")
+    # "bn" inside a longer word is not the abbreviation
+    assert "batch normalization" not in expand_query("abnormal values")
+    bm = BM25.from_texts(["Batch Normalization 把输出归一化", "学习率太大会震荡"])
+    assert bm.search("BN 的作用")[0].row == 0
+
+
+def test_coverage_separates_covered_from_unknown_questions():
+    bm = BM25.from_texts(["梯度消失是因为激活函数饱和", "学习率太大会导致损失震荡", "池化层降低特征图尺寸"])
+    covered = bm.search("梯度消失的原因")[0].coverage
+    unknown = bm.search("红烧肉怎么做才好吃")
+    assert covered > 0.4
+    assert not unknown or unknown[0].coverage < 0.2
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    bm = BM25.from_texts(["梯度消失", "学习率"])
+    bm.save(tmp_path / "bm25.json")
+    again = BM25.load(tmp_path / "bm25.json")
+    assert [(h.row, round(h.score, 6)) for h in again.search("学习率")] == [(h.row, round(h.score, 6)) for h in bm.search("学习率")]
