@@ -13,7 +13,7 @@ from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations
 from .config import Settings
 from .errors import IndexMissing
-from .index import BuildReport, LoadedIndex, build_index, current_generation, load_index, scan_sources
+from .index import BuildReport, LoadedIndex, build_index, check_embedder, current_generation, load_index, scan_sources
 from .retriever import Hit, Retrieval, Retriever, clean_query
 
 
@@ -109,7 +109,10 @@ class Assistant:
             return self._index
 
     def retriever(self) -> Retriever:
-        return Retriever(self.index(), self.embedder, candidates=self.settings.candidates, rrf_k=self.settings.rrf_k)
+        index = self.index()
+        emb = self.embedder
+        check_embedder(index.manifest, self.settings.embedder, emb.dim, getattr(emb, "fingerprint", None))
+        return Retriever(index, emb, candidates=self.settings.candidates, rrf_k=self.settings.rrf_k)
 
     def search(self, query: str, k: int | None = None, mode: str = "hybrid") -> Retrieval:
         return self.retriever().search(query, k or self.settings.top_k, mode=mode)

@@ -29,7 +29,7 @@ class Settings:
     backend: str = "auto"  # auto | llama.cpp | transformers
     top_k: int = 5
     candidates: int = 30  # per retrieval leg, before fusion
-    rrf_k: int = 60
+    rrf_k: int = 10
     max_new_tokens: int = 320
     chunk_size: int = 400
     chunk_overlap: int = 40

@@ -9,6 +9,7 @@ Any sentence-transformers folder or Hugging Face id (e.g. BAAI/bge-small-zh-v1.5
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,9 +23,9 @@ from .weights import gguf_path, st_folder
 STATIC_PREFIX = "packaged:"
 STATIC_BUILDS = {
     # name -> (source GGUF, output dims)
-    "qwen2.5-0.5b-static": ("qwen2.5-coder-0.5b-instruct", 256),
+    "qwen2.5-0.5b-static": ("qwen2.5-coder-0.5b-instruct", 512),
 }
-STATIC_BUILD_VERSION = 1
+STATIC_BUILD_VERSION = 2
 
 
 @runtime_checkable
@@ -84,6 +85,10 @@ class StaticEmbedder:
         self.tokenizer.no_truncation()
         self.weights = load_file(str(folder / "model.safetensors"))["embedding.weight"]
         self.dim = int(self.weights.shape[1])
+        # Same spec, different build (e.g. after a version bump) must not silently mix vectors.
+        build = folder / "rag_build.json"
+        stamp = build.read_bytes() if build.exists() else str(self.weights.shape).encode()
+        self.fingerprint = hashlib.sha256(stamp).hexdigest()[:16]
 
     @staticmethod
     def usable(folder: Path) -> bool:

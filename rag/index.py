@@ -26,11 +26,11 @@ import numpy as np
 
 from .chunking import Chunk, ChunkerSettings, chunk_document
 from .errors import CorpusError, DiskFull, EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing, LoaderError, RagError
-from .lexical import BM25
+from .lexical import LexicalIndex
 from .loaders import SUPPORTED_SUFFIXES, load_file, sha256_bytes
 from .vectors import FaissFlatIndex, VectorIndex, build_vector_index, load_vector_index
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 CHUNKS_DB = "chunks.sqlite"
@@ -68,7 +68,7 @@ class LoadedIndex:
     manifest: dict
     chunks: list[Chunk]
     vectors: VectorIndex
-    bm25: BM25
+    bm25: LexicalIndex
 
     @property
     def embedder_id(self) -> str:
@@ -157,11 +157,13 @@ def verify_artifacts(gen: Path, manifest: dict) -> None:
             raise IndexCorrupt(f"{p} fails its checksum (truncated or corrupted); run `rag index --rebuild`")
 
 
-def check_embedder(manifest: dict, embedder_id: str, dim: int | None = None) -> None:
+def check_embedder(manifest: dict, embedder_id: str, dim: int | None = None, fingerprint: str | None = None) -> None:
     built = manifest["embedder"]
-    if built["id"] != embedder_id or (dim is not None and built["dim"] != dim):
+    if (built["id"] != embedder_id or (dim is not None and built["dim"] != dim)
+            or (fingerprint and built.get("fingerprint") and built["fingerprint"] != fingerprint)):
         raise EmbedderMismatch(
-            f"index was built with embedder '{built['id']}' (dim {built['dim']}), but '{embedder_id}' is configured; "
+            f"index was built with embedder '{built['id']}' (dim {built['dim']}, build {built.get('fingerprint') or '-'}), "
+            f"but '{embedder_id}' (dim {dim or '?'}, build {fingerprint or '-'}) is configured; "
             "run `rag index --rebuild` or configure the original embedder")
 
 
@@ -177,7 +179,7 @@ def load_index(index_dir: Path, embedder_id: str | None = None) -> LoadedIndex:
     chunks = read_chunks(gen / CHUNKS_DB)
     try:
         vectors = load_vector_index(manifest["vector_index"]["kind"], gen / VECTORS)
-        bm25 = BM25.load(gen / BM25_FILE)
+        bm25 = LexicalIndex.load(gen / BM25_FILE)
     except Exception as e:  # faiss raises RuntimeError on garbage; checksums make this rare
         raise IndexCorrupt(f"{gen}: cannot read index files ({e}); run `rag index --rebuild`") from None
     if not (len(chunks) == vectors.ntotal == len(bm25) == manifest["counts"]["chunks"]):
@@ -297,7 +299,7 @@ def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, 
         write_chunks(tmp / CHUNKS_DB, chunks, vectors)
         vindex = build_vector_index(vector_kind, dim, vectors)
         vindex.save(tmp / VECTORS)
-        BM25.from_texts([c.embed_text() for c in chunks]).save(tmp / BM25_FILE)
+        LexicalIndex.from_texts([c.embed_text() for c in chunks]).save(tmp / BM25_FILE)
         manifest = dict(manifest)
         manifest["vector_index"] = vindex.params()
         manifest["counts"] = {"chunks": len(chunks)}
@@ -427,13 +429,15 @@ def build_index(
             return report
         embedder = load_embedder() if missing else None
         dim = embedder.dim if embedder is not None else old_manifest["embedder"]["dim"]
+        fingerprint = (getattr(embedder, "fingerprint", "") if embedder is not None
+                       else old_manifest["embedder"].get("fingerprint", ""))
         vectors = np.zeros((len(ordered), dim), dtype=np.float32)
         for i, c in enumerate(ordered):
             if c.id in known:
                 vectors[i] = known[c.id]
         if missing:
             if old_manifest is not None:
-                check_embedder(old_manifest, embedder.model_id, embedder.dim)
+                check_embedder(old_manifest, embedder_id, embedder.dim, getattr(embedder, "fingerprint", None))
             batch = 64
             bar = progress(total=len(missing), desc="embedding", unit="chunk") if progress else None
             try:
@@ -449,7 +453,7 @@ def build_index(
         manifest = {
             "format_version": FORMAT_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "embedder": {"id": embedder_id, "dim": dim},
+            "embedder": {"id": embedder_id, "dim": dim, "fingerprint": fingerprint},
             "chunker": chunker.to_dict(),
             "files": files_meta,
             "skipped": skipped_meta,

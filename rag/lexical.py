@@ -1,4 +1,8 @@
-"""Keyword leg: Okapi BM25 over jieba tokens, persisted as JSON next to the vectors.
+"""Keyword legs: Okapi BM25 over jieba words and over CJK character bigrams, persisted as JSON.
+
+Two analyzers because they fail differently: jieba words are precise but a segmentation mismatch
+("原因" vs "因为") loses the match; character bigrams always overlap but are noisier. Fused, they
+beat either alone on our paraphrase set (eval/results/retrieval.md).
 
 English terms inside Chinese text survive tokenization as lower-cased words, so "Dropout" in a
 question matches "dropout" in a passage. A small bilingual glossary expands queries across the
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-FORMAT = "bm25-jieba-v1"
+FORMAT = "bm25-v2"
 K1 = 1.2
 B = 0.75
 
@@ -67,6 +71,76 @@ GLOSSARY: tuple[tuple[str, ...], ...] = (
     ("epoch", "轮次"),
     ("multi-task learning", "多任务学习"),
     ("end-to-end learning", "端到端学习"),
+    # General bilingual vocabulary: users ask in English or mixed language about Chinese notes.
+    ("learning rate", "学习率", "lr"),
+    ("gradient", "梯度"),
+    ("vanishing", "消失"),
+    ("exploding", "爆炸"),
+    ("converge", "convergence", "收敛"),
+    ("shuffle", "shuffling", "打乱", "洗牌"),
+    ("convolution", "convolutional", "卷积"),
+    ("kernel", "filter", "卷积核"),
+    ("activation", "激活"),
+    ("non-linear", "nonlinear", "non-linearity", "nonlinearity", "非线性"),
+    ("linear", "线性"),
+    ("classification", "分类"),
+    ("accuracy", "准确率", "精度"),
+    ("metric", "metrics", "指标", "度量"),
+    ("precision", "精确率"),
+    ("recall", "召回率"),
+    ("fully connected", "dense layer", "dense network", "全连接"),
+    ("bidirectional", "双向", "bilstm"),
+    ("computer vision", "计算机视觉", "cv"),
+    ("parameter", "parameters", "参数"),
+    ("weight", "weights", "权重"),
+    ("bias", "偏差"),
+    ("variance", "方差"),
+    ("tradeoff", "trade-off", "权衡"),
+    ("initialization", "initialize", "初始化"),
+    ("feature map", "特征图"),
+    ("feature", "features", "特征"),
+    ("image", "images", "图像", "图片"),
+    ("resolution", "分辨率", "尺寸"),
+    ("loss", "损失"),
+    ("cross entropy", "cross-entropy", "交叉熵"),
+    ("softmax", "归一化指数"),
+    ("derivative", "导数", "求导"),
+    ("group convolution", "分组卷积", "组卷积"),
+    ("dilated", "空洞"),
+    ("max pooling", "最大池化"),
+    ("average pooling", "平均池化"),
+    ("batch size", "批大小", "batch的大小"),
+    ("mini-batch", "minibatch", "小批量", "迷你批量"),
+    ("batch gradient descent", "批量梯度下降", "全局梯度下降"),
+    ("generalization", "泛化"),
+    ("imbalanced", "不平衡"),
+    ("oversampling", "过采样"),
+    ("undersampling", "欠采样"),
+    ("augmentation", "增强"),
+    ("sequence", "序列"),
+    ("many-to-one", "多对一"),
+    ("embedding", "嵌入", "向量"),
+    ("face", "人脸"),
+    ("nearest neighbor", "nearest neighbour", "最近邻"),
+    ("search", "retrieval", "检索", "查询"),
+    ("index", "索引"),
+    ("optimization", "优化"),
+    ("momentum", "动量"),
+    ("warmup", "warm up", "预热"),
+    ("hidden layer", "隐藏层", "隐层"),
+    ("depth", "深度"),
+    ("width", "宽度"),
+    ("training", "train", "训练"),
+    ("testing", "test", "inference", "测试", "推理"),
+    ("validation", "验证"),
+    ("fine-tuning", "fine-tune", "finetune", "微调"),
+    ("residual", "残差", "resnet"),
+    ("encoder", "编码器"),
+    ("decoder", "解码器"),
+    ("generator", "生成器"),
+    ("discriminator", "判别器"),
+    ("data generator", "数据生成器"),
+    ("memory", "内存"),
 )
 
 
@@ -76,12 +150,36 @@ def _is_term(tok: str) -> bool:
     return any(unicodedata.category(c)[0] in "LN" for c in tok)
 
 
+def _normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower().replace("×", "x")
+
+
 def tokenize(text: str) -> list[str]:
+    """jieba search-mode words (sub-words included), lower-cased, stopwords and punctuation dropped."""
     import jieba
 
     jieba.setLogLevel(60)
-    text = unicodedata.normalize("NFKC", text).lower()
-    return [t for t in (w.strip() for w in jieba.cut_for_search(text)) if _is_term(t)]
+    return [t for t in (w.strip() for w in jieba.cut_for_search(_normalize(text))) if _is_term(t)]
+
+
+_SEGMENTS = re.compile(r"[\u4e00-\u9fff]+|[a-z0-9]+(?:[.\-][a-z0-9]+)*")
+
+
+def bigrams(text: str) -> list[str]:
+    """CJK character bigrams; Latin words and numbers stay whole."""
+    out: list[str] = []
+    for seg in _SEGMENTS.findall(_normalize(text)):
+        if seg.isascii():
+            if seg not in _STOPWORDS:
+                out.append(seg)
+        elif len(seg) == 1:
+            out.append(seg)
+        else:
+            out.extend(seg[i:i + 2] for i in range(len(seg) - 1))
+    return out
+
+
+ANALYZERS = {"jieba": tokenize, "bigram": bigrams}
 
 
 def _glossary_index() -> dict[str, list[str]]:
@@ -117,9 +215,11 @@ class LexicalHit:
 
 
 class BM25:
-    """Okapi BM25. Stores per-document term counts; postings and IDF are derived on load."""
+    """Okapi BM25 for one analyzer. Stores per-document term counts; postings and IDF derive on load."""
 
-    def __init__(self, doc_terms: list[dict[str, int]]):
+    def __init__(self, doc_terms: list[dict[str, int]], analyzer: str = "jieba"):
+        self.analyzer = analyzer
+        self.analyze = ANALYZERS[analyzer]
         self.doc_terms = doc_terms
         self.doc_len = [sum(d.values()) for d in doc_terms]
         self.avgdl = (sum(self.doc_len) / len(self.doc_len)) if self.doc_len else 0.0
@@ -133,15 +233,16 @@ class BM25:
         self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
 
     @classmethod
-    def from_texts(cls, texts: Sequence[str]) -> "BM25":
-        return cls([dict(Counter(tokenize(t))) for t in texts])
+    def from_texts(cls, texts: Sequence[str], analyzer: str = "jieba") -> "BM25":
+        analyze = ANALYZERS[analyzer]
+        return cls([dict(Counter(analyze(t))) for t in texts], analyzer)
 
     def __len__(self) -> int:
         return len(self.doc_terms)
 
     def search(self, query: str, k: int = 10, expand: bool = True) -> list[LexicalHit]:
-        base = set(tokenize(query))
-        terms = base | (set(tokenize(expand_query(query))) - base if expand else set())
+        base = set(self.analyze(query))
+        terms = base | (set(self.analyze(expand_query(query))) - base if expand else set())
         # Expansion terms count half: they widen recall without outvoting the user's words.
         weight = {t: (1.0 if t in base else 0.5) for t in terms}
         scores: dict[int, float] = {}
@@ -162,12 +263,32 @@ class BM25:
         top = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
         return [LexicalHit(row, s, matched.get(row, 0.0) / total) for row, s in top]
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"format": FORMAT, "k1": K1, "b": B, "docs": self.doc_terms}, ensure_ascii=False))
+
+
+class LexicalIndex:
+    """The keyword legs of one index generation, saved together in one JSON file."""
+
+    def __init__(self, legs: dict[str, BM25]):
+        self.legs = legs
 
     @classmethod
-    def load(cls, path: Path) -> "BM25":
+    def from_texts(cls, texts: Sequence[str]) -> "LexicalIndex":
+        return cls({name: BM25.from_texts(texts, name) for name in ANALYZERS})
+
+    def __len__(self) -> int:
+        return len(next(iter(self.legs.values())))
+
+    def search(self, query: str, k: int = 10) -> list[LexicalHit]:
+        """The jieba leg alone (its coverage is the abstain signal); see Retriever for fusion."""
+        return self.legs["jieba"].search(query, k)
+
+    def save(self, path: Path) -> None:
+        data = {"format": FORMAT, "k1": K1, "b": B, "legs": {n: leg.doc_terms for n, leg in self.legs.items()}}
+        path.write_text(json.dumps(data, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: Path) -> "LexicalIndex":
         data = json.loads(Path(path).read_text())
         if data.get("format") != FORMAT:
-            raise ValueError(f"unknown BM25 format {data.get('format')!r}")
-        return cls(data["docs"])
+            raise ValueError(f"unknown lexical index format {data.get('format')!r}")
+        return cls({name: BM25(docs, name) for name, docs in data["legs"].items()})

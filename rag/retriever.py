@@ -1,4 +1,6 @@
-"""Hybrid retrieval: dense (FAISS) + BM25 (jieba), fused by reciprocal rank fusion.
+"""Hybrid retrieval: dense (FAISS) + BM25 over jieba words + BM25 over character bigrams, fused by
+weighted reciprocal rank fusion. Weights and k were chosen on eval/retrieval.jsonl (paraphrases):
+the static dense leg is the weakest of the three, so it counts half (eval/results/retrieval.md).
 
 RRF scores are rank-based and say nothing about whether *anything* relevant was found, so the
 "is this question covered?" decision uses two absolute signals of the best hit: the share of the
@@ -19,7 +21,9 @@ from .config import MAX_QUERY_CHARS
 from .errors import QueryError
 from .index import LoadedIndex
 
-MODES = ("hybrid", "dense", "bm25")
+MODES = ("hybrid", "dense", "bm25")  # bm25 = both keyword legs fused
+LEG_WEIGHTS = {"jieba": 1.0, "bigram": 1.0, "dense": 0.5}
+RRF_K = 10
 # Calibrated with `rag eval retrieval` (eval/results/retrieval.md): coverage of the query's IDF
 # mass by the best keyword hit, or the dense cosine of the best hit, above which we answer.
 COVERAGE_THRESHOLD = 0.3
@@ -33,7 +37,8 @@ class Hit:
     chunk: Chunk
     score: float  # fused RRF score (or the single leg's score)
     dense: float | None = None  # cosine of this chunk, when the dense leg ranked it
-    bm25: float | None = None
+    bm25: float | None = None  # jieba-word BM25
+    bigram: float | None = None  # character-bigram BM25
     coverage: float = 0.0
     dense_rank: int | None = None
     bm25_rank: int | None = None
@@ -43,7 +48,8 @@ class Hit:
         return {"id": c.id, "source": c.source, "heading": c.heading, "start": c.start, "end": c.end,
                 "line": c.line, "text": c.text, "score": round(self.score, 6),
                 "dense": None if self.dense is None else round(self.dense, 4),
-                "bm25": None if self.bm25 is None else round(self.bm25, 4), "coverage": round(self.coverage, 3)}
+                "bm25": None if self.bm25 is None else round(self.bm25, 4),
+                "bigram": None if self.bigram is None else round(self.bigram, 4), "coverage": round(self.coverage, 3)}
 
 
 @dataclass
@@ -67,7 +73,7 @@ def clean_query(text: str, max_chars: int = MAX_QUERY_CHARS) -> str:
 
 
 class Retriever:
-    def __init__(self, index: LoadedIndex, embedder, candidates: int = 30, rrf_k: int = 60,
+    def __init__(self, index: LoadedIndex, embedder, candidates: int = 30, rrf_k: int = RRF_K,
                  coverage_threshold: float = COVERAGE_THRESHOLD, dense_threshold: float = DENSE_THRESHOLD):
         self.index = index
         self.embedder = embedder
@@ -87,24 +93,27 @@ class Retriever:
             raise ValueError(f"mode must be one of {MODES}")
         n = max(self.candidates, k)
         dense = self._dense(query, n) if mode in ("hybrid", "dense") else []
-        lexical = self.index.bm25.search(query, n)
+        lexical = {name: leg.search(query, n) for name, leg in self.index.bm25.legs.items()} if mode != "dense" else {}
         by_row: dict[int, Hit] = {}
 
-        def hit(row: int) -> Hit:
-            if row not in by_row:
-                by_row[row] = Hit(self.index.chunks[row], 0.0)
-            return by_row[row]
+        def hit(row: int, leg: str, rank: int, score: float) -> Hit:
+            h = by_row.setdefault(row, Hit(self.index.chunks[row], 0.0))
+            h.score += (LEG_WEIGHTS[leg] / (self.rrf_k + rank + 1)) if mode != "dense" else score
+            return h
 
         for rank, (row, score) in enumerate(dense):
-            h = hit(row)
+            h = hit(row, "dense", rank, score)
             h.dense, h.dense_rank = score, rank + 1
-            h.score += 1.0 / (self.rrf_k + rank + 1) if mode == "hybrid" else score
-        for rank, lh in enumerate(lexical if mode != "dense" else []):
-            h = hit(lh.row)
-            h.bm25, h.bm25_rank, h.coverage = lh.score, rank + 1, lh.coverage
-            h.score += 1.0 / (self.rrf_k + rank + 1) if mode == "hybrid" else lh.score
+        for name, hits in lexical.items():
+            for rank, lh in enumerate(hits):
+                h = hit(lh.row, name, rank, lh.score)
+                if name == "jieba":
+                    h.bm25, h.bm25_rank, h.coverage = lh.score, rank + 1, lh.coverage
+                else:
+                    h.bigram = lh.score
         ranked = sorted(by_row.values(), key=lambda h: -h.score)[:k]
-        best_cov = max((lh.coverage for lh in lexical), default=0.0)
+        words = lexical.get("jieba") or self.index.bm25.search(query, n)
+        best_cov = max((lh.coverage for lh in words), default=0.0)
         best_dense = dense[0][1] if dense else 0.0
         covered = best_cov >= self.coverage_threshold or best_dense >= self.dense_threshold
         return Retrieval(query, ranked, covered, best_cov, best_dense)

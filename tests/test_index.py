@@ -19,7 +19,7 @@ def test_build_then_load(corpus, tmp_path):
     idx = load_index(tmp_path / "idx", "fake-embedder")
     assert len(idx.chunks) == idx.vectors.ntotal == len(idx.bm25) == report.chunks
     m = idx.manifest
-    assert m["embedder"] == {"id": "fake-embedder", "dim": 64}
+    assert m["embedder"] == {"id": "fake-embedder", "dim": 64, "fingerprint": ""}
     assert set(m["files"]) == {"grad.txt", "notes.md"} and m["chunker"]["chunk_size"] == 400
     assert all(len(a["sha256"]) == 64 for a in m["artifacts"].values())
 
@@ -145,3 +145,14 @@ def test_symlinks_are_not_followed(corpus, tmp_path):
     outside.write_text("机密内容", encoding="utf-8")
     (corpus / "link.txt").symlink_to(outside)
     assert "link.txt" not in {s.source for s in scan_sources([corpus])}
+
+
+def test_same_name_same_dim_different_build_is_refused(corpus, tmp_path):
+    a = FakeEmbedder()
+    a.fingerprint = "build-a"
+    build(corpus, tmp_path / "idx", a)
+    b = FakeEmbedder()
+    b.fingerprint = "build-b"
+    (corpus / "new.md").write_text("1. 新问题\n新答案。\n", encoding="utf-8")
+    with pytest.raises(EmbedderMismatch, match="build"):
+        build(corpus, tmp_path / "idx", b)
