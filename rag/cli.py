@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="only the first N items (quick check)")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
     s.add_argument("-k", type=int, help="passages per question")
+    s.add_argument("--no-cache", action="store_true", help="re-score every MCQ option (ignore cached LLM scores)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("bench", parents=[common], help="speed and memory benchmarks")
