@@ -17,6 +17,7 @@ FAKE_SOURCE = re.compile(r"\[(?:source|来源|出处|ref)\s*[:：][^\]]*\]", re.
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]+|\n|$)|\n")
 SUPPORT_THRESHOLD = 0.35
 UNSUPPORTED = 0.15  # a cited passage sharing less than this with its sentence does not support it
+CLEARLY_BETTER = 0.3  # ...nor does one that another passage out-supports by this margin
 MIN_SENTENCE_CHARS = 8
 
 
@@ -82,7 +83,8 @@ def check_citations(answer: str, passages: list[str], threshold: float = SUPPORT
         if cited:
             # A small model often cites a passage number that does not hold the claim; when the cited
             # passages share (almost) nothing with the sentence and another clearly does, swap it.
-            if max(scores[n - 1] for n in cited) < UNSUPPORTED and scores[best] >= threshold:
+            cited_best = max(scores[n - 1] for n in cited)
+            if scores[best] >= threshold and (cited_best < UNSUPPORTED or scores[best] - cited_best >= CLEARLY_BETTER):
                 body = CITATION.sub("", body).rstrip()
                 replaced.extend((n, best + 1) for n in cited)
             else:

@@ -40,3 +40,9 @@ def test_literal_source_tags_never_become_citations():
 def test_support_is_bigram_containment():
     assert support("训练过程", PASSAGES[0]) == 1.0
     assert support("完全无关", PASSAGES[0]) == 0.0
+
+
+def test_citation_out_supported_by_another_passage_is_swapped():
+    passages = ["面试的时候最好能背出梯度下降的步骤", "dropout只在训练的时候用,让一部分神经元随机失活"]
+    c = check_citations("测试的时候不用 dropout [1]。", passages)
+    assert c.cited == [2] and c.replaced == [(1, 2)]

@@ -1,0 +1,65 @@
+"""End to end with the real packaged models (slow: builds the embedder once, loads the 1.5B LLM)."""
+
+import shutil
+
+import pytest
+
+from rag.assistant import Assistant
+from rag.config import Settings
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("real")
+    shutil.copytree(ROOT / "corpus", tmp / "corpus")
+    s = Settings.from_env(corpus_dir=tmp / "corpus", index_dir=tmp / "index")
+    a = Assistant(s)
+    report = a.build()
+    assert report.chunks > 150 and not report.skipped
+    return a
+
+
+def test_face_vector_question_finds_001_first(real):
+    r = real.search("一千万个人脸向量怎么快速找到新的人脸？", k=5)
+    assert r.covered
+    assert r.hits[0].chunk.source == "dl_interview_12.txt" and "人脸" in r.hits[0].chunk.heading
+
+
+@pytest.mark.parametrize("q,source,heading", [
+    ("BN 有什么作用", None, "Batch"),
+    ("What happens when the learning rate is too high?", None, "学习率"),
+    ("为什么要用 1x1 卷积", "dl_interview_54.txt", "1×1"),
+])
+def test_paraphrases_and_english(real, q, source, heading):
+    hits = real.search(q, k=5).hits
+    assert any((source is None or h.chunk.source == source) and heading.lower() in (h.chunk.heading + h.chunk.text).lower()
+               for h in hits)
+
+
+def test_dropout_answer_is_correct_and_cited(real):
+    ans = real.answer("测试的时候要用 dropout 吗？")
+    assert not ans.abstained and ans.sources
+    cited_text = " ".join(h.chunk.embed_text() for _, h in ans.sources).lower()
+    assert "dropout" in cited_text or "辍学" in cited_text
+    assert any(w in ans.text for w in ("不", "没有", "只在训练", "No", "no")), ans.text
+    for _, h in ans.sources:  # every citation resolves to the file and span it claims
+        raw = (real.settings.corpus_dir / h.chunk.source).read_text(encoding="utf-8")
+        assert h.chunk.text.split("\n")[0][:15] in raw[h.chunk.start:h.chunk.end + 1]
+
+
+def test_out_of_corpus_question_abstains(real):
+    ans = real.answer("红烧肉怎么做才好吃？")
+    assert ans.abstained and not ans.sources and ans.hits
+
+
+def test_new_markdown_file_becomes_answerable(real):
+    (real.settings.corpus_dir / "extra.md").write_text(
+        "# 补充\n\n1. 什么是 Swish 激活函数？\nSwish 激活函数定义为 x 乘以 sigmoid(x)，由 Google Brain 提出，在深层网络中常优于 ReLU。\n",
+        encoding="utf-8")
+    report = real.build()
+    assert report.added == ["extra.md"] and report.embedded <= 3
+    r = real.search("Swish 激活函数是什么", k=3)
+    assert r.hits[0].chunk.source == "extra.md"
