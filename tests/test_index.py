@@ -156,3 +156,36 @@ def test_same_name_same_dim_different_build_is_refused(corpus, tmp_path):
     (corpus / "new.md").write_text("1. 新问题\n新答案。\n", encoding="utf-8")
     with pytest.raises(EmbedderMismatch, match="build"):
         build(corpus, tmp_path / "idx", b)
+
+
+def test_sigkill_mid_build_leaves_previous_index_serving(corpus, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    build(corpus, tmp_path / "idx")
+    gen = (tmp_path / "idx" / CURRENT).read_text()
+    (corpus / "new.md").write_text("1. 新问题\n新答案。\n", encoding="utf-8")
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(tmp_path.parent)!r}); sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from fakes import FakeEmbedder
+        from rag.index import build_index, scan_sources
+        class Slow(FakeEmbedder):
+            def embed_documents(self, texts, progress=False):
+                print("embedding", flush=True); time.sleep(30)
+        e = Slow()
+        build_index(scan_sources([{str(corpus)!r}]), {str(tmp_path / "idx")!r}, e.model_id, lambda: e)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "embedding"
+    time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert (tmp_path / "idx" / CURRENT).read_text() == gen
+    assert load_index(tmp_path / "idx")
+    report, _ = build(corpus, tmp_path / "idx")
+    assert report.added == ["new.md"]
+    assert not [p for p in os.listdir(tmp_path / "idx") if p.endswith(".tmp")]
