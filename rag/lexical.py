@@ -194,16 +194,23 @@ _GLOSSARY = _glossary_index()
 _LATIN_TERM = re.compile(r"[a-z][a-z\-]*(?: [a-z][a-z\-]*)*")
 
 
-def expand_query(text: str) -> str:
-    """Append glossary equivalents of terms found in the query."""
-    low = unicodedata.normalize("NFKC", text).lower()
-    extra: list[str] = []
+def glossary_matches(text: str) -> list[tuple[str, list[str]]]:
+    """(term found in the query, its equivalents) for every glossary term the query mentions."""
+    low = _normalize(text)
+    found: list[tuple[str, list[str]]] = []
     for term, others in _GLOSSARY.items():
         if term.isascii():
-            if re.search(rf"(?<![a-z]){re.escape(term)}(?![a-z])", low):
-                extra.extend(others)
+            # whole words only ("bn" is not inside "abnormal"); plural forms count
+            if re.search(rf"(?<![a-z]){re.escape(term)}(?:s|es)?(?![a-z])", low):
+                found.append((term, others))
         elif term in low:
-            extra.extend(others)
+            found.append((term, others))
+    return found
+
+
+def expand_query(text: str) -> str:
+    """Append glossary equivalents of terms found in the query."""
+    extra = [o for _, others in glossary_matches(text) for o in others]
     return text if not extra else text + " " + " ".join(dict.fromkeys(extra))
 
 
@@ -242,11 +249,18 @@ class BM25:
 
     def search(self, query: str, k: int = 10, expand: bool = True) -> list[LexicalHit]:
         base = set(self.analyze(query))
-        terms = base | (set(self.analyze(expand_query(query))) - base if expand else set())
+        glossary = glossary_matches(query) if expand else []
+        extra = {t for _, others in glossary for o in others for t in self.analyze(o)} - base
+        terms = base | extra
+        # A query term also counts as matched when a glossary equivalent of it is in the document
+        # ("gradients" matches a passage that says 梯度): coverage is about concepts, not spellings.
+        alternatives: dict[str, list[set[str]]] = {}
+        for term, others in glossary:
+            for t in set(self.analyze(term)) & base:
+                alternatives.setdefault(t, []).extend(set(self.analyze(o)) for o in others)
         # Expansion terms count half: they widen recall without outvoting the user's words.
         weight = {t: (1.0 if t in base else 0.5) for t in terms}
         scores: dict[int, float] = {}
-        matched: dict[int, float] = {}
         for term in terms:
             idf = self.idf.get(term)
             if idf is None:
@@ -254,15 +268,19 @@ class BM25:
             for row, tf in self.postings[term]:
                 norm = tf * (K1 + 1) / (tf + K1 * (1 - B + B * self.doc_len[row] / (self.avgdl or 1)))
                 scores[row] = scores.get(row, 0.0) + weight[term] * idf * norm
-                if term in base:
-                    matched[row] = matched.get(row, 0.0) + idf
         # Unknown query terms get the largest IDF: a word the corpus never uses is strong evidence
         # that the corpus does not cover the question.
         unseen_idf = math.log(1 + (len(self) + 0.5) / 0.5) if len(self) else 1.0
-        total = sum(self.idf.get(t, unseen_idf) for t in base) or 1.0
+        term_idf = {t: self.idf.get(t, unseen_idf) for t in base}
+        total = sum(term_idf.values()) or 1.0
         top = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
-        return [LexicalHit(row, s, matched.get(row, 0.0) / total) for row, s in top]
-
+        hits = []
+        for row, score in top:
+            doc = self.doc_terms[row]
+            matched = sum(idf for t, idf in term_idf.items()
+                          if t in doc or any(alt and alt <= doc.keys() for alt in alternatives.get(t, ())))
+            hits.append(LexicalHit(row, score, matched / total))
+        return hits
 
 
 class LexicalIndex:
