@@ -751,7 +751,10 @@ def build_app(backend: Backend, api: bool = False):
                         files = gr.File(label="上传文档", file_count="multiple", file_types=list(UPLOAD_SUFFIXES),
                                         height=140, elem_id="rag-upload")
                     with gr.Column(scale=2):
-                        doc_pick = gr.Dropdown(label="删除文档", choices=[], value=None, interactive=True)
+                        # custom values allowed: another tab may have added files; delete_document() checks
+                        # every name against the corpus scan anyway
+                        doc_pick = gr.Dropdown(label="删除文档", choices=list(corpus_sources(settings.corpus_dir)),
+                                               value=None, interactive=True, allow_custom_value=True)
                         confirm = gr.Checkbox(visible=False)
                         del_btn = gr.Button("从资料库删除", variant="stop", size="sm")
                         rebuild = gr.Checkbox(label="完全重建（重新嵌入全部段落）", value=False)

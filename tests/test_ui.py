@@ -1,0 +1,285 @@
+"""Chat UI: rendering and document handling (pure), then the launched app through gradio_client (fake models)."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE_MD, SAMPLE_TXT
+from fakes import FakeEmbedder, FakeGenerator
+
+EVIL_MD = """# 注入测试
+
+1. 什么是注入攻击?
+注入攻击 <img src=x onerror="window.__pwned=1"> 会执行 <script>window.__pwned=2</script> 代码，[点我](javascript:alert(1)) ![图](http://example.com/x.png)。
+"""
+
+
+class RewritingFakeGenerator(FakeGenerator):
+    """Also answers the follow-up rewrite prompt, with a fixed stand-alone question."""
+
+    def __init__(self, rewrite: str):
+        super().__init__()
+        self.rewrite = rewrite
+
+    def stream(self, messages, max_tokens=256):
+        from rag import prompts
+
+        if messages[0]["content"] == prompts.REWRITE_SYSTEM:
+            self.prompts.append(messages)
+            yield self.rewrite
+            return
+        yield from super().stream(messages, max_tokens)
+
+
+# ---------------------------------------------------------------- rendering
+
+def _hit(text, source="notes.md", heading="测试的时候要用 Dropout 吗?", line=7):
+    from rag.chunking import Chunk
+    from rag.retriever import Hit
+
+    return Hit(Chunk("c1", source, heading, text, 10, 10 + len(text), line, "0" * 64), 0.03, 0.91, 7.5, 0.6)
+
+
+def _answer(text, hits, abstained=False):
+    from rag.assistant import Answer
+    from rag.citations import check_citations
+
+    checked = None if abstained else check_citations(text, [h.chunk.embed_text() for h in hits])
+    return Answer("q", "q", checked.text if checked else text, hits, abstained, checked, {"retrieval": 0.01, "total": 0.2})
+
+
+def test_citations_link_to_source_entries_with_position_and_highlight():
+    from rag.ui import render_answer
+
+    hits = [_hit("不需要。Dropout 只在训练过程中随机丢弃神经元，测试时关闭 Dropout。"), _hit("别的内容。", "grad.txt", "", 3)]
+    out = render_answer(_answer("测试时关闭 Dropout，使用完整网络 [1]。", hits), "t1", show_scores=True)
+    assert '<a class="rag-cite" href="#rag-t1-src-1"' in out
+    assert '<details class="rag-src" id="rag-t1-src-1">' in out
+    assert "notes.md" in out and "第 7 行" in out and "字符 10–" in out and "测试的时候要用 Dropout 吗?" in out
+    assert "<mark>" in out and "测试时关闭 Dropout。</mark>" in out
+    assert "RRF 0.0300" in out and "向量 0.910" in out
+    assert "其余 1 段检索结果" in out and 'id="rag-t1-src-2"' in out  # uncited passage still checkable
+
+
+def test_document_and_model_text_is_escaped():
+    from rag.ui import render_answer, render_streaming
+
+    evil = EVIL_MD.split("\n", 3)[3]
+    hits = [_hit(evil, source='<b onmouseover="x">evil</b>.md', heading="<script>alert(1)</script>")]
+    out = render_answer(_answer(evil + " [1]", hits), "t1") + render_streaming(evil + "[1]", 1, "t1")
+    for bad in ("<script", "<img", "<b ", 'href="javascript', "onerror=\""):
+        assert bad not in out, bad
+    # the only links are our citations; markdown syntax stays inert text (the chatbot renders no markdown)
+    assert out.count("<a ") == out.count('<a class="rag-cite" href="#rag-t1-src-')
+    assert "&lt;script&gt;" in out and "&lt;img" in out
+
+
+def test_invalid_citation_numbers_are_not_links():
+    from rag.ui import render_answer_text
+
+    out = render_answer_text("结论 [1][7]", 2, "t")
+    assert out.count("rag-cite") == 1 and "[7]" in out
+
+
+def test_abstained_answer_shows_closest_passages():
+    from rag.ui import render_answer
+
+    out = render_answer(_answer("资料库中没有找到能回答这个问题的内容", [_hit("无关内容。")], abstained=True), "t2")
+    assert "最接近的资料" in out and 'id="rag-t2-src-1"' in out and "rag-cite" not in out
+
+
+def test_sentences_round_trip():
+    from rag.ui import split_sentences
+
+    for text in ["", "a", "第一句。第二句！\n\nThird one. Fourth?  tail", "1.5 倍。e.g. x"]:
+        assert "".join(split_sentences(text)) == text
+
+
+# ---------------------------------------------------------------- documents
+
+@pytest.mark.parametrize("name", ["../x.md", "a/b.md", "..\\x.md", ".hidden.md", "x.exe", "noext", "", "x\x00.md",
+                                  "..", "a\nb.md", "x" * 250 + ".md"])
+def test_upload_names_with_path_tricks_or_bad_types_are_rejected(name):
+    from rag.errors import CorpusError
+    from rag.ui import safe_document_name
+
+    with pytest.raises(CorpusError):
+        safe_document_name(name)
+
+
+def test_save_upload_limits(tmp_path):
+    from rag.errors import CorpusError
+    from rag.ui import MAX_UPLOAD_BYTES, save_upload
+
+    corpus = tmp_path / "corpus"
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f:
+        f.truncate(MAX_UPLOAD_BYTES + 1)
+    with pytest.raises(CorpusError, match="过大"):
+        save_upload(corpus, big)
+    blank = tmp_path / "blank.md"
+    blank.write_text("   \n", encoding="utf-8")
+    with pytest.raises(CorpusError):
+        save_upload(corpus, blank)
+    ok = tmp_path / "新笔记.md"
+    ok.write_text(SAMPLE_MD, encoding="utf-8")
+    assert save_upload(corpus, ok) == ("新笔记.md", False)
+    assert save_upload(corpus, ok) == ("新笔记.md", True)
+    assert sorted(p.name for p in corpus.iterdir()) == ["新笔记.md"]  # no temp files left
+
+
+def test_delete_only_listed_documents_and_never_the_last(tmp_path, corpus):
+    from rag.errors import CorpusError
+    from rag.ui import delete_document
+
+    (tmp_path / "outside.md").write_text("x", encoding="utf-8")
+    for bad in ["../outside.md", "missing.md", str(tmp_path / "outside.md")]:
+        with pytest.raises(CorpusError):
+            delete_document(corpus, bad)
+    delete_document(corpus, "grad.txt")
+    assert not (corpus / "grad.txt").exists() and (tmp_path / "outside.md").exists()
+    with pytest.raises(CorpusError, match="最后一个"):
+        delete_document(corpus, "notes.md")
+
+
+# ---------------------------------------------------------------- the launched app (gradio_client)
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(tmp: Path, api: bool, generator=None):
+    from rag.config import Settings
+    from rag.ui import launch
+
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    (corpus / "notes.md").write_text(SAMPLE_MD, encoding="utf-8")
+    (corpus / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
+    settings = Settings(corpus_dir=corpus, index_dir=tmp / "index", cache_dir=tmp / "cache",
+                        embedder="fake-embedder", generator="fake-generator")
+    return launch(settings, port=_free_port(), api=api, embedder=FakeEmbedder(),
+                  generator=generator or FakeGenerator(), block=False, quiet=True), settings
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    gen = RewritingFakeGenerator("学习率过小会怎样?")
+    demo, settings = _launch(tmp_path_factory.mktemp("ui"), api=True, generator=gen)
+    yield demo, settings, gen
+    demo.close()
+
+
+@pytest.fixture
+def client(app):
+    from gradio_client import Client
+
+    return Client(app[0].local_url, verbose=False)
+
+
+def _ask(client, question, k=3):
+    job = client.submit(question, [], k, False, api_name="/ask")
+    outputs = list(job)  # every streamed update
+    return outputs, job.result(timeout=60)
+
+
+def _text(message) -> str:
+    """Message content as a string (gradio 6 returns a list of {"type": "text", "text": ...} parts)."""
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+
+
+def _last_answer(chat) -> str:
+    return _text(chat[-1])
+
+
+def test_ask_streams_an_answer_with_citation_and_sources(client):
+    outputs, chat = _ask(client, "测试的时候要用 Dropout 吗?")
+    assert len(outputs) >= 4  # waiting, retrieved, several token updates, done
+    assert any("rag-streaming" in str(o) for o in outputs)
+    answer = _last_answer(chat)
+    assert re.search(r'<a class="rag-cite" href="#rag-\w+-src-1"', answer)
+    assert "rag-sources" in answer and 'class="rag-src"' in answer and "notes.md" in answer
+    assert "<mark>" in answer
+    thought = chat[-2]
+    assert thought["metadata"]["title"].startswith("🔎") and "Dropout" in _text(thought)
+
+
+def test_follow_up_is_rewritten_with_history(client, app):
+    _, first = _ask(client, "学习率太大会怎样?")
+    _, chat = _ask(client, "那太小呢?")
+    rewrite_prompt = app[2].prompts[-2][-1]["content"]
+    assert "学习率太大会怎样?" in rewrite_prompt and "那太小呢?" in rewrite_prompt
+    thought = chat[-2]
+    assert "追问已改写" in thought["metadata"]["title"]
+    assert "学习率过小会怎样?" in _text(thought) and "那太小呢?" in _text(thought)
+    assert "rag-cite" in _last_answer(chat)
+
+
+def test_question_outside_the_corpus_says_so(client):
+    _, chat = _ask(client, "量子色动力学中的渐近自由是什么")
+    answer = _last_answer(chat)
+    assert "没有找到" in answer and "最接近的资料" in answer and "rag-cite" not in answer
+
+
+def test_upload_indexes_the_file_and_rejects_bad_ones(client, app, tmp_path):
+    from gradio_client import handle_file
+
+    _, settings, _ = app
+    new = tmp_path / "优化器.md"
+    new.write_text("# 优化器\n\n1. Adam 优化器有什么特点?\nAdam 结合了动量和自适应学习率，对每个参数单独调整步长。\n",
+                   encoding="utf-8")
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 this is not really a pdf")
+    msg, table, _, _ = client.predict([handle_file(str(new)), handle_file(str(broken))], api_name="/upload_documents")
+    assert (settings.corpus_dir / "优化器.md").read_text(encoding="utf-8") == new.read_text(encoding="utf-8")
+    assert not (settings.corpus_dir / "broken.pdf").exists()
+    assert "已添加 优化器.md" in msg and "broken.pdf：无法读取" in msg and "索引已更新" in msg
+    row = next(r for r in table["data"] if r[0] == "优化器.md")
+    assert row[4] == "已索引" and int(row[2]) >= 1
+    _, chat = _ask(client, "Adam 优化器有什么特点?")
+    assert "优化器.md" in _last_answer(chat) and "rag-cite" in _last_answer(chat)
+
+    exe = tmp_path / "payload.exe"
+    exe.write_bytes(b"MZ\x00\x00")
+    with pytest.raises(Exception, match="Invalid file type"):  # gradio's own type check, before ours
+        client.predict([handle_file(str(exe))], api_name="/upload_documents")
+    assert not (settings.corpus_dir / "payload.exe").exists()
+
+
+def test_delete_removes_the_document_from_corpus_and_index(client, app):
+    _, settings, _ = app
+    msg, table, _ = client.predict("grad.txt", True, api_name="/delete_document")
+    assert not (settings.corpus_dir / "grad.txt").exists()
+    assert "已从资料库删除 grad.txt" in msg
+    assert "grad.txt" not in [r[0] for r in table["data"]]
+    _, chat = _ask(client, "梯度爆炸怎么缓解?", k=5)
+    assert "grad.txt" not in _last_answer(chat)
+    msg, _, _ = client.predict("../notes.md", True, api_name="/delete_document")
+    assert "没有这个文档" in msg
+
+
+def test_api_is_closed_and_local_files_are_not_served_by_default(tmp_path):
+    import httpx
+    from gradio_client import Client
+
+    demo, settings = _launch(tmp_path, api=False)
+    try:
+        url = demo.local_url.rstrip("/")
+        info = Client(demo.local_url, verbose=False).view_api(print_info=False, return_format="dict")
+        assert info["named_endpoints"] == {} and info["unnamed_endpoints"] == {}
+        assert httpx.post(f"{url}/gradio_api/api/ask", json={"data": ["x", [], 3, False]}).status_code == 404
+        for path in [settings.corpus_dir / "notes.md", settings.corpus_dir.parent / "index" / "CURRENT",
+                     Path(__file__)]:
+            r = httpx.get(f"{url}/gradio_api/file={path.resolve()}")
+            assert r.status_code in (403, 404), (path, r.status_code)
+        page = httpx.get(url).text
+        assert "fonts.googleapis.com" not in page
+    finally:
+        demo.close()
