@@ -558,6 +558,10 @@ details.rag-more > summary { cursor: pointer; font-size: .82rem; color: var(--bo
 .rag-meta { margin-top: 10px; font-size: .75rem; color: var(--body-text-color-subdued); }
 .rag-dim { color: var(--body-text-color-subdued); font-size: .85rem; }
 #rag-input textarea { font-size: 1rem; }
+.rag-doc-msg { padding: 8px 12px; border-radius: 8px; font-size: .9rem; line-height: 1.7;
+  background: var(--background-fill-secondary); border-left: 3px solid var(--border-color-primary); }
+.rag-doc-msg.ok { border-left-color: #16a34a; } .rag-doc-msg.warn { border-left-color: #f59e0b; }
+.rag-doc-msg.err { border-left-color: #dc2626; color: #b91c1c; }
 footer { opacity: .6; }
 """
 
@@ -644,7 +648,7 @@ def build_app(backend: Backend, api: bool = False):
         names = [r[0] for r in rows if r[4] != "已删除，待重新索引"]
         box = (f'<div class="rag-doc-msg {kind}">{"<br>".join(esc(x) for x in message.splitlines())}</div>'
                if message else "")
-        return box, rows, gr.Dropdown(choices=names, value=None)
+        return box, rows, gr.Dropdown(choices=names, value=None), backend.status_html()
 
     def run_build(progress, rebuild=False) -> str:
         def listener(bar):
@@ -677,7 +681,7 @@ def build_app(backend: Backend, api: bool = False):
             except RagError as e:
                 lines.append(f"重新索引失败：{e}")
                 kind = "err"
-        return (*docs_outputs("\n".join(lines) or "没有选择文件", kind), None)
+        return *docs_outputs("\n".join(lines) or "没有选择文件", kind), None
 
     def delete(source, confirmed, progress=gr.Progress()):
         if not source:
@@ -711,9 +715,8 @@ def build_app(backend: Backend, api: bool = False):
         return backend.status_html(), gr.Timer(active=True), gr.Dropdown(value=backend.model)
 
     def on_load():
-        return (backend.status_html(), gr.Timer(active=backend.state == "loading"),
-                gr.Dropdown(choices=installed_generators(settings.generator), value=backend.model),
-                *docs_outputs())
+        return (gr.Timer(active=backend.state == "loading"),
+                gr.Dropdown(choices=installed_generators(settings.generator), value=backend.model), *docs_outputs())
 
     # ---------------------------------------------------------------- layout
     with gr.Blocks(title="深度学习面试笔记助手", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
@@ -782,7 +785,7 @@ def build_app(backend: Backend, api: bool = False):
                     api_visibility="private")
         chatbot.clear(lambda: [], None, [turns], queue=False, cancels=[e1, e2, e3], api_visibility="private")
 
-        doc_outs = [doc_msg, doc_table, doc_pick]
+        doc_outs = [doc_msg, doc_table, doc_pick, status]
         files.upload(upload, [files], doc_outs + [files], api_name="upload_documents", api_visibility=visibility,
                      concurrency_limit=1, concurrency_id="index")
         del_btn.click(delete, [doc_pick, confirm], doc_outs, api_name="delete_document", api_visibility=visibility,
@@ -793,7 +796,7 @@ def build_app(backend: Backend, api: bool = False):
         timer.tick(tick, None, [status, timer], queue=False, api_visibility="private", show_progress="hidden")
         model.input(change_model, [model], [status, timer, model], concurrency_limit=1, concurrency_id="llm",
                     api_visibility="private")
-        demo.load(on_load, None, [status, timer, model] + doc_outs, queue=False, api_visibility="private",
+        demo.load(on_load, None, [timer, model] + doc_outs, queue=False, api_visibility="private",
                   show_progress="hidden")
     return demo
 

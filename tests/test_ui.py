@@ -237,7 +237,7 @@ def test_upload_indexes_the_file_and_rejects_bad_ones(client, app, tmp_path):
                    encoding="utf-8")
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4 this is not really a pdf")
-    msg, table, _, _ = client.predict([handle_file(str(new)), handle_file(str(broken))], api_name="/upload_documents")
+    msg, table, _, _, _ = client.predict([handle_file(str(new)), handle_file(str(broken))], api_name="/upload_documents")
     assert (settings.corpus_dir / "优化器.md").read_text(encoding="utf-8") == new.read_text(encoding="utf-8")
     assert not (settings.corpus_dir / "broken.pdf").exists()
     assert "已添加 优化器.md" in msg and "broken.pdf：无法读取" in msg and "索引已更新" in msg
@@ -255,13 +255,13 @@ def test_upload_indexes_the_file_and_rejects_bad_ones(client, app, tmp_path):
 
 def test_delete_removes_the_document_from_corpus_and_index(client, app):
     _, settings, _ = app
-    msg, table, _ = client.predict("grad.txt", True, api_name="/delete_document")
+    msg, table, _, _ = client.predict("grad.txt", True, api_name="/delete_document")
     assert not (settings.corpus_dir / "grad.txt").exists()
     assert "已从资料库删除 grad.txt" in msg
     assert "grad.txt" not in [r[0] for r in table["data"]]
     _, chat = _ask(client, "梯度爆炸怎么缓解?", k=5)
     assert "grad.txt" not in _last_answer(chat)
-    msg, _, _ = client.predict("../notes.md", True, api_name="/delete_document")
+    msg, _, _, _ = client.predict("../notes.md", True, api_name="/delete_document")
     assert "没有这个文档" in msg
 
 
