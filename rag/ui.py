@@ -180,9 +180,33 @@ def render_answer(answer, turn: str, show_scores: bool = False, model: str = "")
     return f'<div class="rag-answer">{body}{_timings(answer, model)}</div>'
 
 
+CURSOR = '<span class="rag-cursor">▍</span>'
+
+
 def render_streaming(text: str, n_passages: int, turn: str) -> str:
     return (f'<div class="rag-answer rag-streaming"><div class="rag-text">'
-            f'{render_answer_text(text, n_passages, turn)}<span class="rag-cursor">▍</span></div></div>')
+            f'{render_answer_text(text, n_passages, turn)}{CURSOR}</div></div>')
+
+
+def message_text(message: dict) -> str:
+    """Text of a chat message, whether content is a string or gradio's list of parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content or [])
+
+
+def mark_stopped(chat: list) -> list:
+    """After the user pressed stop: the partial answer stays, flagged as unfinished and unchecked."""
+    chat = list(chat or [])
+    if chat and chat[-1].get("role") == "assistant":
+        text = message_text(chat[-1])
+        if "rag-wait" in text:
+            chat[-1] = {"role": "assistant", "content": '<div class="rag-note">已停止。</div>'}
+        elif "rag-streaming" in text:
+            chat[-1] = {"role": "assistant", "content": text.replace(CURSOR, "") + (
+                '<div class="rag-note">已停止生成：这段回答不完整，引用也没有经过核对。</div>')}
+    return chat
 
 
 def render_wait(message: str) -> str:
@@ -780,7 +804,7 @@ def build_app(backend: Backend, api: bool = False):
         e2 = send.click(**chat_in).then(**answer, api_visibility="private")
         e3 = chatbot.example_select(pick_example, [chatbot], [msg, chatbot, pending], queue=False,
                                     api_visibility="private").then(**answer, api_visibility="private")
-        stop.click(None, cancels=[e1, e2, e3], api_visibility="private")
+        stop.click(mark_stopped, [chatbot], [chatbot], cancels=[e1, e2, e3], queue=False, api_visibility="private")
         clear.click(lambda: ([], [], ""), None, [chatbot, turns, msg], queue=False, cancels=[e1, e2, e3],
                     api_visibility="private")
         chatbot.clear(lambda: [], None, [turns], queue=False, cancels=[e1, e2, e3], api_visibility="private")

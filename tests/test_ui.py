@@ -92,6 +92,18 @@ def test_abstained_answer_shows_closest_passages():
     assert "最接近的资料" in out and 'id="rag-t2-src-1"' in out and "rag-cite" not in out
 
 
+def test_stopped_answer_is_flagged_unfinished():
+    from rag.ui import mark_stopped, render_streaming, render_wait
+
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": [
+        {"type": "text", "text": render_streaming("半句回答 [1", 1, "t")}]}]
+    out = mark_stopped(chat)
+    assert "已停止生成" in out[-1]["content"] and "rag-cursor" not in out[-1]["content"]
+    assert "已停止" in mark_stopped([{"role": "assistant", "content": render_wait("正在检索资料…")}])[-1]["content"]
+    done = [{"role": "assistant", "content": "<div class=\"rag-answer\">完整</div>"}]
+    assert mark_stopped(done) == done
+
+
 def test_sentences_round_trip():
     from rag.ui import split_sentences
 
