@@ -150,8 +150,13 @@ class Assistant:
             parts.append(piece)
             yield Event("token", text=piece)
         raw = "".join(parts).strip()
-        checked = check_citations(raw, [h.chunk.embed_text() for h in retrieval.hits])
         timings["total"] = time.perf_counter() - t0
+        if prompts.says_not_covered(raw):
+            # The model read the passages and found no answer: same outcome as the retrieval gate.
+            text = prompts.not_covered_message(question)
+            yield Event("done", answer=Answer(question, query, text, retrieval.hits, True, None, timings))
+            return
+        checked = check_citations(raw, [h.chunk.embed_text() for h in retrieval.hits])
         yield Event("done", answer=Answer(question, query, checked.text, retrieval.hits, False, checked, timings))
 
     def answer(self, question: str, k: int | None = None, history=None) -> Answer:

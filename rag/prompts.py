@@ -54,5 +54,15 @@ def is_chinese(text: str) -> bool:
     return sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff") >= max(1, len(text) // 10)
 
 
+NOT_COVERED_MARKERS = ("资料中没有相关内容", "资料中没有", "资料未涉及", "资料没有提到", "not covered", "do not cover",
+                       "does not cover", "no relevant information")
+
+
+def says_not_covered(answer: str) -> bool:
+    """True when the model's answer opens by declining (the system prompt tells it how to)."""
+    head = answer.strip()[:40].lower()
+    return any(m.lower() in head for m in NOT_COVERED_MARKERS)
+
+
 def not_covered_message(question: str) -> str:
     return NOT_COVERED_ZH if is_chinese(question) else NOT_COVERED_EN

@@ -27,7 +27,7 @@ RRF_K = 10
 # Calibrated with `rag eval retrieval` (eval/results/retrieval.md): coverage of the query's IDF
 # mass by the best keyword hit, or the dense cosine of the best hit, above which we answer.
 COVERAGE_THRESHOLD = 0.3
-DENSE_THRESHOLD = 0.90
+DENSE_THRESHOLD = 0.92
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 

@@ -59,3 +59,9 @@ def test_history_rewrites_the_query(settings):
     a = Assistant(settings, embedder=FakeEmbedder(), generator=gen)
     events = list(a.ask("那它太大呢?", history=[("学习率是什么", "学习率控制步长 [1]。")]))
     assert events[0].text == "学习率太大会怎样?"
+
+
+def test_model_declining_is_reported_as_abstention(settings):
+    a = Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator("资料中没有相关内容。"))
+    ans = a.answer("学习率太大会怎样?")
+    assert ans.abstained and ans.sources == [] and ans.hits
