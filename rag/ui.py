@@ -500,8 +500,8 @@ class Backend:
         except RagError as e:
             return f'<div class="rag-status err"><span class="dot"></span>{esc(e)}</div>'
         gen = self.assistant.generator
-        return (f'<div class="rag-status ok"><span class="dot"></span>就绪 · {esc(short_model(self.model))}'
-                f'（{esc(gen.backend)}）· {docs} 个文档 · {chunks} 段</div>')
+        return (f'<div class="rag-status ok" title="{esc(self.model)}"><span class="dot"></span>就绪 · '
+                f'{esc(short_model(self.model))} · {esc(gen.backend)} · {docs} 个文档 · {chunks} 段</div>')
 
 
 def short_model(spec: str) -> str:
@@ -531,6 +531,7 @@ CSS = """
 #rag-status-box { display: flex; justify-content: flex-end; }
 #rag-header .sub { color: var(--body-text-color-subdued); font-size: .9rem; }
 .rag-status { display: inline-flex; align-items: center; gap: 8px; padding: 4px 12px; border-radius: 999px;
+  white-space: nowrap; max-width: 100%; overflow: hidden; text-overflow: ellipsis;
   font-size: .85rem; border: 1px solid var(--border-color-primary); background: var(--block-background-fill); }
 .rag-status .dot { width: 8px; height: 8px; border-radius: 50%; background: #9ca3af; flex: none; }
 .rag-status.ok .dot { background: #16a34a; }
@@ -747,8 +748,8 @@ def build_app(backend: Backend, api: bool = False):
         turns = gr.State([])
         with gr.Row(elem_id="rag-header"):
             gr.HTML('<div><h1>深度学习面试笔记助手</h1><div class="sub">离线问答 · 每个回答都标注来源，点击 [n] 查看原文'
-                    '</div></div>', scale=3)
-            status = gr.HTML(backend.status_html(), elem_id="rag-status-box", scale=2)
+                    '</div></div>', scale=1)
+            status = gr.HTML(backend.status_html(), elem_id="rag-status-box", scale=1)
         timer = gr.Timer(1.0, active=True)
         with gr.Tabs():
             with gr.Tab("问答", id="chat"):
@@ -836,12 +837,12 @@ def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int 
     if not Path(settings.corpus_dir).is_dir():
         raise CorpusError(f"corpus directory not found: {settings.corpus_dir}")
     backend = Backend(settings, embedder=embedder, generator=generator)
+    if warm_up:  # started first, so the page's initial status already says what is loading
+        backend.warm_up_in_background()
     demo = build_app(backend, api=api)
     # One LLM job at a time (default limit 1), a bounded queue whose users see their position, and no
     # direct REST calls that skip the queue.
     demo.queue(max_size=QUEUE_SIZE, api_open=False, default_concurrency_limit=1)
-    if warm_up:
-        backend.warm_up_in_background()
     private = [str(Path(p).resolve()) for p in (settings.corpus_dir, settings.index_dir, settings.cache_dir)]
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone who can reach this address can ask, upload and delete documents", host)
