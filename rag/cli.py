@@ -148,6 +148,9 @@ def cmd_ask(args) -> int:
             if answer.checked.removed:
                 notes.append("removed citations of passages that were not retrieved: "
                              + ", ".join(f"[{n}]" for n in answer.checked.removed))
+            if answer.checked.replaced:
+                notes.append("re-pointed citations the cited passage did not support: "
+                             + ", ".join(f"[{a}]→[{b}]" for a, b in answer.checked.replaced))
             if answer.checked.attached:
                 notes.append("added citations to uncited sentences: " + ", ".join(f"[{n}]" for n in answer.checked.attached))
             print(f"\n(citations checked — {'; '.join(notes)})\n{answer.text}")
