@@ -32,6 +32,7 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 QUEUE_SIZE = 16  # waiting jobs; more users get "queue is full" instead of piling up on a laptop
 HISTORY_TURNS = 3  # turns of conversation given to the follow-up rewriter
+MAX_PASSAGES = 10
 HIGHLIGHT_MIN = 0.35  # share of bigrams a passage sentence must share with the answer to be marked
 
 EXAMPLES = [
@@ -638,7 +639,8 @@ def build_app(backend: Backend, api: bool = False):
                 "正在结合上文理解追问…" if turns else "正在检索资料…")})
             yield chat, turns
             n_hits, text = 0, ""
-            for ev in assistant.ask(question, int(k) if k else None, history=turns[-HISTORY_TURNS:]):
+            k = min(max(int(k or settings.top_k), 1), MAX_PASSAGES)  # the API is not bound by the slider
+            for ev in assistant.ask(question, k, history=turns[-HISTORY_TURNS:]):
                 if ev.kind == "retrieved":
                     n_hits = len(ev.retrieval.hits)
                     chat = chat[:base] + [retrieval_message(question, ev.text, ev.retrieval),
@@ -649,7 +651,8 @@ def build_app(backend: Backend, api: bool = False):
                 elif ev.kind == "done":
                     ans = ev.answer
                     chat[-1] = {"role": "assistant",
-                                "content": render_answer(ans, turn, bool(show_scores), short_model(backend.model))}
+                                "content": render_answer(ans, turn, bool(show_scores),
+                                                         short_model(assistant.settings.generator))}
                     turns.append((question, ans.text))
                 yield chat, turns
         except RagError as e:
@@ -788,7 +791,7 @@ def build_app(backend: Backend, api: bool = False):
                         rebuild = gr.Checkbox(label="完全重建（重新嵌入全部段落）", value=False)
                         reindex_btn = gr.Button("重新索引", size="sm")
             with gr.Tab("设置", id="settings"):
-                k = gr.Slider(1, 10, value=settings.top_k, step=1, label="检索段落数",
+                k = gr.Slider(1, MAX_PASSAGES, value=settings.top_k, step=1, label="检索段落数",
                               info="每个问题交给模型的资料段数；越多越全面，但生成越慢")
                 show_scores = gr.Checkbox(label="在来源中显示检索分数（RRF、向量相似度、BM25、关键词覆盖）", value=False)
                 model = gr.Dropdown(label="语言模型（对所有会话生效）", choices=installed_generators(settings.generator),

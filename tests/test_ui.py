@@ -158,6 +158,24 @@ def test_delete_only_listed_documents_and_never_the_last(tmp_path, corpus):
         delete_document(corpus, "notes.md")
 
 
+def test_model_choice_is_limited_to_installed_generators(settings):
+    from rag.errors import ModelNotInstalled
+    from rag.ui import Backend, installed_generators
+
+    backend = Backend(settings, embedder=FakeEmbedder(), generator=FakeGenerator())
+    specs = [spec for _, spec in installed_generators(settings.generator)]
+    assert specs[0] == "fake-generator" and all(s.startswith("packaged:") for s in specs[1:])
+    for bad in ["/etc/passwd", "packaged:all-minilm-l6-v2", "Qwen/Qwen2.5-1.5B-Instruct"]:
+        with pytest.raises(ModelNotInstalled):
+            backend.switch_model(bad)
+    assert backend.model == "fake-generator"
+    if len(specs) > 1:  # no model is loaded here: switching only swaps the (lazy) assistant
+        backend.switch_model(specs[1])
+        assert backend.model == specs[1] and not backend.is_ready()
+        backend.switch_model("fake-generator")
+        assert backend.is_ready() and backend.assistant.generator.model_id == "fake-generator"
+
+
 # ---------------------------------------------------------------- the launched app (gradio_client)
 
 def _free_port() -> int:
