@@ -401,10 +401,13 @@ class ProgressTracker:
         if bar is None:
             self.activity = ""
             return
+        # the library's progress labels are English ("assembling <model>", "embedding")
+        what = "组装并校验模型文件" if bar.desc.startswith("assembling") else \
+            "嵌入段落" if bar.desc == "embedding" else bar.desc
         if bar.unit == "B":
-            self.activity = f"{bar.desc} {bar.n / 2**20:.0f}/{(bar.total or 0) / 2**20:.0f} MB"
+            self.activity = f"{what} {bar.n / 2**20:.0f}/{(bar.total or 0) / 2**20:.0f} MB"
         else:
-            self.activity = f"{bar.desc} {bar.n}/{bar.total or '?'}"
+            self.activity = f"{what} {bar.n}/{bar.total or '?'}"
         listener = getattr(self.local, "listener", None)
         if listener is not None:
             listener(bar)
@@ -426,6 +429,8 @@ class Backend:
         self.error = ""
         self._ready: set[str] = set()
         self._lock = threading.Lock()
+        self._warming = None
+        self._warm_thread: threading.Thread | None = None
 
     def _warn(self, message: str) -> None:
         log.warning(message)
@@ -442,27 +447,36 @@ class Backend:
         if spec == self.model:
             self.state, self.stage = "ready", ""
 
-    def warm_up(self) -> None:
+    def warm_up(self, assistant=None) -> None:
         """Load embedder, index and LLM now, so the first question does not pay for it."""
-        assistant = self.assistant
+        assistant = assistant or self.assistant
+        current = lambda: assistant is self.assistant  # noqa: E731 - a switch may have replaced it meanwhile
         try:
-            self.state, self.error = "loading", ""
-            self.stage = "嵌入模型"
-            _ = assistant.embedder
-            self.stage = "索引"
-            assistant.index()
-            self.stage = f"语言模型 {assistant.settings.generator}"
-            _ = assistant.generator
+            for stage, load in [("嵌入模型", lambda: assistant.embedder), ("索引", assistant.index),
+                                (f"语言模型 {short_model(assistant.settings.generator)}", lambda: assistant.generator)]:
+                if current():
+                    self.stage = stage
+                load()
             self.mark_ready(assistant.settings.generator)
         except RagError as e:
-            self.state, self.error = "error", str(e)
+            if current():
+                self.state, self.error = "error", str(e)
         except Exception as e:  # noqa: BLE001 - the page shows a message, the log keeps the trace
             log.exception("warm-up failed")
-            self.state, self.error = "error", f"加载失败（{type(e).__name__}: {e}）"
+            if current():
+                self.state, self.error = "error", f"加载失败（{type(e).__name__}: {e}）"
 
     def warm_up_in_background(self) -> None:
-        self.state = "loading"  # before the thread starts, so the first page load already shows it
-        threading.Thread(target=self.warm_up, name="rag-warm-up", daemon=True).start()
+        """Start loading the current assistant's models, once (repeated calls while loading do nothing)."""
+        with self._lock:
+            assistant = self.assistant
+            if self._warming is assistant and self._warm_thread is not None and self._warm_thread.is_alive():
+                return
+            self.state, self.error = "loading", ""  # before the thread starts: the page shows it at once
+            self._warming = assistant
+            self._warm_thread = threading.Thread(target=self.warm_up, args=(assistant,), name="rag-warm-up",
+                                                 daemon=True)
+            self._warm_thread.start()
 
     def switch_model(self, spec: str) -> None:
         from .assistant import Assistant
@@ -491,9 +505,7 @@ class Backend:
                     f'语言模型 {esc(short_model(self.model))} 将在第一次提问时加载</div>')
         if self.state != "ready":
             activity = self.tracker.activity
-            what = f"正在加载{self.stage}" + (f"（{activity}）" if activity else "") + "…"
-            if "语言模型" in self.stage:
-                what += " 首次启动需要组装并校验模型文件，请稍候"
+            what = f"正在加载{self.stage}" + (f" · {activity}" if activity else "…")
             return f'<div class="rag-status busy"><span class="dot"></span>{esc(what)}</div>'
         try:
             idx = self.assistant.index()
