@@ -87,8 +87,12 @@ class Assistant:
 
     def build(self, paths: list[Path] | None = None, rebuild: bool = False) -> BuildReport:
         s = self.settings
+        links: list[tuple[Path, str]] = []
+        sources = scan_sources(paths or [s.corpus_dir], links)
+        for path, reason in links:
+            self.warn(f"skipped {path}: {reason}")
         report = build_index(
-            scan_sources(paths or [s.corpus_dir]), s.index_dir, s.embedder, lambda: self.embedder,
+            sources, s.index_dir, s.embedder, lambda: self.embedder,
             ChunkerSettings(s.chunk_size, s.chunk_overlap), rebuild=rebuild, progress=self.progress, warn=self.warn)
         with self._lock:
             self._index = None

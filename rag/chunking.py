@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 from .loaders import Document
 
@@ -28,6 +29,12 @@ _QUESTION = re.compile(
     r")(?P<title>\S.*)$"
 )
 _MARKUP = re.compile(r"\*\*|__|`")
+# langchain's splitter falls back to one split per character on text without separators, and works
+# on a whole unit at once: a 20 MB line took minutes and GBs. Such runs are cut into fixed windows
+# here, and long units are fed to the splitter a window at a time. Real notes never reach either
+# limit (longest corpus unit ~1.3k chars, longest run without a separator ~100), so ids are unchanged.
+_SEPARATOR_CHARS = r"\s。！？；!?;，,"
+WINDOW_CHUNKS = 50  # splitter input at most this many chunk sizes
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,45 @@ def _splitter(settings: ChunkerSettings):
     )
 
 
+def _windows(text: str, start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
+    """[start, end) in pieces of at most `size`, cut after a line or sentence end where there is one."""
+    while end - start > size:
+        cut = -1
+        for sep in ("\n\n", "\n", "。", "！", "？", ". ", "；"):
+            i = text.rfind(sep, start + size // 2, start + size)
+            if i >= 0:
+                cut = i + len(sep)
+                break
+        cut = cut if cut > start else start + size
+        yield start, cut
+        start = cut
+    if end > start:
+        yield start, end
+
+
+def _unit_pieces(unit: str, settings: ChunkerSettings, splitter) -> Iterator[tuple[int, str]]:
+    """(offset in unit, chunk text) for one unit, in order."""
+    size = settings.chunk_size
+    step = max(1, size - settings.chunk_overlap)
+    long_run = re.compile(f"[^{_SEPARATOR_CHARS}]{{{size + 1},}}")
+    pos = 0
+    for m in [*long_run.finditer(unit), None]:
+        stop = m.start() if m else len(unit)
+        for ws, we in _windows(unit, pos, stop, size * WINDOW_CHUNKS):
+            window = unit[ws:we]
+            for piece in splitter.create_documents([window]):
+                rel = piece.metadata.get("start_index", -1)
+                if rel < 0:
+                    rel = window.find(piece.page_content)
+                yield ws + max(rel, 0), piece.page_content
+        if m:
+            for s in range(m.start(), m.end(), step):
+                yield s, unit[s:min(s + size, m.end())]
+                if s + size >= m.end():
+                    break
+            pos = m.end()
+
+
 def chunk_id(source: str, text: str, occurrence: int) -> str:
     h = hashlib.sha256(f"{source}\x00{occurrence}\x00{text}".encode()).hexdigest()
     return h[:16]
@@ -115,14 +161,10 @@ def chunk_document(doc: Document, settings: ChunkerSettings = ChunkerSettings())
     seen: dict[str, int] = {}
     for heading, ustart, uend in split_units(doc.text):
         unit = doc.text[ustart:uend]
-        for piece in splitter.create_documents([unit]):
-            body = piece.page_content
+        for rel, body in _unit_pieces(unit, settings, splitter):
             if not body.strip() or len(body.strip()) < 2:
                 continue
-            rel = piece.metadata.get("start_index", -1)
-            if rel < 0:
-                rel = unit.find(body)
-            start_clean = ustart + max(rel, 0)
+            start_clean = ustart + rel
             start = doc.to_source_offset(start_clean)
             end = doc.to_source_offset(start_clean + len(body) - 1) + 1
             n = seen.get(body, 0)

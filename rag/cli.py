@@ -63,7 +63,11 @@ def _queries(args) -> list[str]:
 def cmd_index(args) -> int:
     a = _assistant(args)
     paths = [Path(p) for p in args.paths] or [a.settings.corpus_dir]
-    from .index import unsupported_files
+    from .index import check_allowed, unsupported_files
+
+    if args.paths and not args.allow_outside:
+        # A mistyped path (`/`, `~`, `docs/../..`) must not pull private files into a searchable index.
+        check_allowed(paths, [Path.cwd(), a.settings.corpus_dir])
 
     for p in unsupported_files([p for p in paths if p.exists()]):
         _warn(f"{p}: unsupported type, not indexed")
@@ -191,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", parents=[common], help="build or update the index (incremental by content hash)")
     s.add_argument("paths", nargs="*", help="files or directories (default: the corpus directory)")
     s.add_argument("--rebuild", action="store_true", help="re-embed everything")
+    s.add_argument("--allow-outside", action="store_true",
+                   help="index PATHS outside the current directory and the corpus directory")
     s.set_defaults(func=cmd_index)
 
     for name, func, helptext in [("search", cmd_search, "retrieval only: ranked passages with scores"),

@@ -77,9 +77,21 @@ class LoadedIndex:
 
 # ---------------------------------------------------------------- corpus scan
 
-def scan_sources(paths: Iterable[Path]) -> list[SourceFile]:
-    """Supported files under the given files/directories. Symlinks are not followed."""
+def check_allowed(paths: Iterable[Path], roots: Iterable[Path]) -> None:
+    """Refuse paths that resolve (after symlinks and `..`) outside every allowed root."""
+    resolved = [Path(r).resolve() for r in roots]
+    for p in paths:
+        rp = Path(p).resolve()
+        if not any(rp.is_relative_to(r) for r in resolved):
+            raise CorpusError(f"{p} is outside the allowed root ({' or '.join(str(r) for r in resolved)}); "
+                              "index files under it, or pass --allow-outside")
+
+
+def scan_sources(paths: Iterable[Path], skipped: list[tuple[Path, str]] | None = None) -> list[SourceFile]:
+    """Supported files under the given files/directories. Symlinks are not followed (they could
+    point anywhere, or loop); each one found is appended to `skipped` with the reason."""
     out: dict[str, SourceFile] = {}
+    skipped = [] if skipped is None else skipped
     for root in paths:
         root = Path(root)
         if not root.exists():
@@ -88,10 +100,15 @@ def scan_sources(paths: Iterable[Path]) -> list[SourceFile]:
             out.setdefault(root.name, SourceFile(root, root.name))
             continue
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            skipped.extend((Path(dirpath) / d, "symbolic link to a directory, not followed")
+                           for d in sorted(dirnames) if not d.startswith(".") and (Path(dirpath) / d).is_symlink())
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (Path(dirpath) / d).is_symlink())
             for name in sorted(filenames):
                 p = Path(dirpath) / name
-                if name.startswith(".") or p.is_symlink() or p.suffix.lower() not in SUPPORTED_SUFFIXES:
+                if name.startswith(".") or p.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    continue
+                if p.is_symlink():
+                    skipped.append((p, "symbolic link, not followed"))
                     continue
                 source = p.relative_to(root).as_posix()
                 out.setdefault(source, SourceFile(p, source))
@@ -393,7 +410,14 @@ def build_index(
         files_meta: dict[str, dict] = {s: old_files[s] for s in report.unchanged}
         new_chunks: dict[str, list[Chunk]] = {s: old_by_source.get(s, []) for s in report.unchanged}
         skipped_meta: list[dict] = []
+        # The same bytes under a second name would fill the top-k with twin passages: the name indexed
+        # first keeps them (already indexed, else sorted order); the copy is indexed if that one goes.
+        first_of = {old_files[s]["sha256"]: s for s in reversed(report.unchanged)}
+        dropped = False
+        bar = progress(total=len(todo), desc="reading", unit="file") if progress and len(todo) > 1 else None
         for sf in todo:
+            if bar:
+                bar.update(1)
             try:
                 doc = load_file(sf.path, sf.source)
                 if doc.sha256 != hashes[sf.source]:
@@ -408,10 +432,19 @@ def build_index(
                     files_meta[sf.source] = old_files[sf.source]
                     new_chunks[sf.source] = old_by_source.get(sf.source, [])
                 continue
+            first = first_of.setdefault(doc.sha256, sf.source)
+            if first != sf.source:
+                reason = f"same content as {first}; not indexed twice"
+                report.skipped.append((sf.source, reason))
+                skipped_meta.append({"source": sf.source, "reason": reason})
+                dropped = dropped or sf.source in old_files
+                continue
             (report.changed if sf.source in old_files else report.added).append(sf.source)
             files_meta[sf.source] = {"sha256": doc.sha256, "chunks": len(chunks), "encoding": doc.encoding,
                                      "bytes": sf.path.stat().st_size, "indexed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
             new_chunks[sf.source] = chunks
+        if bar:
+            bar.close()
         for sf in sources:  # unreadable files that had been indexed keep their chunks as well
             if sf.source not in hashes and sf.source in old_files:
                 files_meta[sf.source] = old_files[sf.source]
@@ -423,7 +456,8 @@ def build_index(
                               + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
         known = read_vectors(old_gen / CHUNKS_DB) if old_gen is not None else {}
         missing = [i for i, c in enumerate(ordered) if c.id not in known]
-        if old_gen is not None and not missing and not report.removed and not report.added and not report.changed:
+        if (old_gen is not None and not missing and not report.removed and not report.added and not report.changed
+                and not dropped):
             report.chunks = len(ordered)
             report.seconds = time.monotonic() - t0
             return report

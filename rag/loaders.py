@@ -22,6 +22,7 @@ PDF_SUFFIXES = {".pdf"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_PDF_TEXT_CHARS = 20_000_000  # more extracted text than any real notes PDF: a bomb, stop early
 
 # Lines that are page furniture wherever they appear (widgets, image placeholders, share/pay UI).
 _STRONG_BOILERPLATE = re.compile(
@@ -55,6 +56,7 @@ class Document:
     removed_lines: int = 0
     # (clean_offset, raw_offset) at the start of every kept segment
     _map: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    _newlines: list[int] | None = field(default=None, repr=False)
 
     def to_source_offset(self, clean_offset: int) -> int:
         if not self._map:
@@ -64,19 +66,50 @@ class Document:
         return r + (clean_offset - c)
 
     def line_of(self, raw_offset: int) -> int:
-        return self.raw_text.count("\n", 0, raw_offset) + 1
+        # Bisect over newline offsets: counting per chunk is quadratic on a big file.
+        if self._newlines is None:
+            self._newlines = [m.start() for m in re.finditer("\n", self.raw_text)]
+        return bisect.bisect_left(self._newlines, raw_offset) + 1
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _cjk_ratio(text: str) -> float:
-    non_ascii = [c for c in text if ord(c) > 127]
+def _cjk_ratio(text: str, sample: int = 200_000) -> float:
+    non_ascii = [c for c in text[:sample] if ord(c) > 127]  # a sample: a list per char of 20 MB costs GBs
     if not non_ascii:
         return 1.0
     cjk = sum(1 for c in non_ascii if "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef")
     return cjk / len(non_ascii)
+
+
+def _common_hanzi_ratio(text: str, sample: int = 20_000) -> float:
+    """Share of ideographs in GB2312 or Big5 (the common ones). Shift-JIS read as GB18030 decodes
+    without error into rare characters (怺憌妛廗…); EUC-JP and Big5 bring kana along, which count against."""
+    hanzi = kana = common = 0
+    for c in text[:sample]:
+        if "\u3040" <= c <= "\u30ff":
+            kana += 1
+        elif "\u4e00" <= c <= "\u9fff":
+            hanzi += 1
+            for enc in ("gb2312", "big5"):
+                try:
+                    c.encode(enc)
+                    common += 1
+                    break
+                except UnicodeEncodeError:
+                    pass
+    return common / (hanzi + 4 * kana) if hanzi + kana else 1.0
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """Valid UTF-8 multi-byte characters far outnumber the broken bytes: a damaged UTF-8 file,
+    which any legacy codepage would only turn into mojibake."""
+    text = data[:1_000_000].decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    good = sum(1 for c in text if ord(c) > 127) - bad
+    return good >= 10 * max(bad, 1)
 
 
 def decode_text(data: bytes, path: str = "<bytes>") -> tuple[str, str]:
@@ -91,10 +124,13 @@ def decode_text(data: bytes, path: str = "<bytes>") -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as e:
         utf8_error = e
+    if _mostly_utf8(data):
+        raise LoaderError(path, f"invalid UTF-8 at byte {utf8_error.start} (the rest is UTF-8: repair or re-save the file)")
     try:
         text = data.decode("gb18030")
-        # Latin-1/cp1252 bytes can decode as GB18030 by accident; real Chinese text is mostly CJK.
-        if _cjk_ratio(text) >= 0.6:
+        # Latin-1/cp1252 and Japanese bytes can decode as GB18030 by accident; real Chinese text is
+        # mostly CJK, and mostly common characters.
+        if _cjk_ratio(text) >= 0.6 and _common_hanzi_ratio(text) >= 0.8:
             return text, "gb18030"
     except UnicodeDecodeError:
         pass
@@ -199,6 +235,7 @@ def _html_to_text(data: bytes, path: str) -> tuple[str, str]:
 
 
 def _pdf_to_text(data: bytes, path: str) -> str:
+    """Parse in this process: only ever called inside the sandbox child (see `pdf_to_text`)."""
     import io
 
     from pypdf import PdfReader
@@ -214,8 +251,13 @@ def _pdf_to_text(data: bytes, path: str) -> str:
                 raise
             except Exception:
                 raise LoaderError(path, "encrypted PDF (password required)") from None
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except LoaderError:
+        pages, total = [], 0
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            total += len(pages[-1])
+            if total > MAX_PDF_TEXT_CHARS:
+                raise LoaderError(path, f"PDF text exceeds {MAX_PDF_TEXT_CHARS:,} characters (decompression bomb?)")
+    except (LoaderError, MemoryError):
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
         raise LoaderError(path, f"corrupt PDF ({type(e).__name__}: {e})") from None
@@ -225,6 +267,13 @@ def _pdf_to_text(data: bytes, path: str) -> str:
     if not text.strip():
         raise LoaderError(path, "no extractable text (scanned PDF? OCR is not supported)")
     return text
+
+
+def pdf_to_text(data: bytes, path: str) -> str:
+    """PDF text from a child process with a memory cap and a timeout (rag.sandbox)."""
+    from . import sandbox
+
+    return sandbox.run_limited("rag.loaders:_pdf_to_text", data, path, sandbox.PDF_TIMEOUT, sandbox.PDF_MAX_MEMORY)
 
 
 def load_file(path: Path, source: str | None = None) -> Document:
@@ -241,7 +290,7 @@ def load_file(path: Path, source: str | None = None) -> Document:
     if suffix in PDF_SUFFIXES:
         if not data.startswith(b"%PDF"):
             raise LoaderError(path, "not a PDF (missing %PDF header)")
-        raw, encoding = _pdf_to_text(data, str(path)), "pdf"
+        raw, encoding = pdf_to_text(data, str(path)), "pdf"
     elif suffix in HTML_SUFFIXES:
         raw, encoding = _html_to_text(data, str(path))
     else:
