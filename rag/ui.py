@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import threading
-import time
 import unicodedata
 import uuid
 from dataclasses import replace
@@ -450,7 +449,10 @@ class Backend:
     def warm_up(self, assistant=None) -> None:
         """Load embedder, index and LLM now, so the first question does not pay for it."""
         assistant = assistant or self.assistant
-        current = lambda: assistant is self.assistant  # noqa: E731 - a switch may have replaced it meanwhile
+
+        def current() -> bool:  # a model switch may have replaced it meanwhile
+            return assistant is self.assistant
+
         try:
             for stage, load in [("嵌入模型", lambda: assistant.embedder), ("索引", assistant.index),
                                 (f"语言模型 {short_model(assistant.settings.generator)}", lambda: assistant.generator)]:
@@ -461,7 +463,7 @@ class Backend:
         except RagError as e:
             if current():
                 self.state, self.error = "error", str(e)
-        except Exception as e:  # noqa: BLE001 - the page shows a message, the log keeps the trace
+        except Exception as e:  # the page shows a message, the log keeps the trace
             log.exception("warm-up failed")
             if current():
                 self.state, self.error = "error", f"加载失败（{type(e).__name__}: {e}）"
@@ -670,7 +672,7 @@ def build_app(backend: Backend, api: bool = False):
         except RagError as e:
             chat = chat[:base] + [{"role": "assistant", "content": render_error(str(e))}]
             yield chat, turns
-        except Exception as e:  # noqa: BLE001 - never a stack trace in the page
+        except Exception as e:  # never a stack trace in the page
             log.exception("answer failed")
             chat = chat[:base] + [{"role": "assistant", "content": render_error(f"内部错误（{type(e).__name__}），详情见服务端日志")}]
             yield chat, turns

@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from conftest import SAMPLE_MD, SAMPLE_TXT
 from fakes import FakeEmbedder, FakeGenerator
 
@@ -242,7 +241,7 @@ def test_ask_streams_an_answer_with_citation_and_sources(client):
 
 
 def test_follow_up_is_rewritten_with_history(client, app):
-    _, first = _ask(client, "学习率太大会怎样?")
+    _ask(client, "学习率太大会怎样?")
     _, chat = _ask(client, "那太小呢?")
     rewrite_prompt = app[2].prompts[-2][-1]["content"]
     assert "学习率太大会怎样?" in rewrite_prompt and "那太小呢?" in rewrite_prompt

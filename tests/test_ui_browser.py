@@ -13,10 +13,8 @@ import os
 import shutil
 import socket
 import time
-from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, SAMPLE_MD, SAMPLE_TXT
 from fakes import FakeEmbedder, FakeGenerator
 from test_ui import EVIL_MD
