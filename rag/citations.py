@@ -12,8 +12,13 @@ import re
 from dataclasses import dataclass, field
 
 CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\]")
-# Citation-looking text that is not a bare number list (e.g. "[source: hr.pdf]") is never a citation.
-FAKE_SOURCE = re.compile(r"\[(?:source|来源|出处|ref)\s*[:：][^\]]*\]", re.IGNORECASE)
+# Citation-looking text that is not a bare number list is never a citation, and is removed so it cannot
+# pass for one: "[source: hr.pdf p.4]", "【来源：secret.txt】", "[secret.txt]" (copied from a planted document).
+_OPEN, _CLOSE = r"\[【［〔", r"\]】］〕"
+FAKE_SOURCE = re.compile(
+    rf"[{_OPEN}]\s*(?:sources?|来源|出处|ref|引用|参考|资料)\s*[:：][^{_CLOSE}\n]*[{_CLOSE}]"
+    rf"|[{_OPEN}][^{_CLOSE}\n]{{0,80}}?\.(?:pdf|txt|md|markdown|html?|docx?)\b[^{_CLOSE}\n]{{0,40}}[{_CLOSE}]",
+    re.IGNORECASE)
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]+|\n|$)|\n")
 SUPPORT_THRESHOLD = 0.35
 UNSUPPORTED = 0.15  # a cited passage sharing less than this with its sentence does not support it
