@@ -183,9 +183,15 @@ def render_answer(answer, turn: str, show_scores: bool = False, model: str = "")
 CURSOR = '<span class="rag-cursor">▍</span>'
 
 
-def render_streaming(text: str, n_passages: int, turn: str) -> str:
-    return (f'<div class="rag-answer rag-streaming"><div class="rag-text">'
-            f'{render_answer_text(text, n_passages, turn)}{CURSOR}</div></div>')
+def render_streaming(text: str, hits: list, turn: str, show_scores: bool = False) -> str:
+    """The answer so far, above the retrieved passages: they are readable while the model reads them
+    too, and [n] links work before the answer is finished. The final render replaces this."""
+    body = (f'<div class="rag-text">{render_answer_text(text, len(hits), turn)}{CURSOR}</div>' if text
+            else render_wait("正在阅读资料并生成回答…"))
+    if hits:
+        body += (f'<div class="rag-sources"><div class="rag-sources-title">检索到 {len(hits)} 段资料</div>'
+                 + "".join(render_source(i, h, turn, [], show_scores) for i, h in enumerate(hits, 1)) + "</div>")
+    return f'<div class="rag-answer rag-streaming">{body}</div>'
 
 
 def message_text(message: dict) -> str:
@@ -537,6 +543,16 @@ document.addEventListener('click', function (e) {
   el.scrollIntoView({behavior: 'smooth', block: 'center'});
   el.classList.remove('rag-flash'); void el.offsetWidth; el.classList.add('rag-flash');
 }, true);
+/* A streamed answer is re-rendered on every token; keep the sources the reader opened open. */
+var ragOpen = new Set();
+document.addEventListener('toggle', function (e) {
+  var d = e.target;
+  if (!d.classList || !d.classList.contains('rag-src') || !d.id) return;
+  if (d.open) ragOpen.add(d.id); else if (d.isConnected) ragOpen.delete(d.id);
+}, true);
+new MutationObserver(function () {
+  ragOpen.forEach(function (id) { var d = document.getElementById(id); if (d && !d.open) d.open = true; });
+}).observe(document.documentElement, {childList: true, subtree: true});
 </script>"""
 
 CSS = """
@@ -652,16 +668,16 @@ def build_app(backend: Backend, api: bool = False):
             chat.append({"role": "assistant", "content": render_wait(
                 "正在结合上文理解追问…" if turns else "正在检索资料…")})
             yield chat, turns
-            n_hits, text = 0, ""
+            hits, text = [], ""
             k = min(max(int(k or settings.top_k), 1), MAX_PASSAGES)  # the API is not bound by the slider
             for ev in assistant.ask(question, k, history=turns[-HISTORY_TURNS:]):
                 if ev.kind == "retrieved":
-                    n_hits = len(ev.retrieval.hits)
-                    chat = chat[:base] + [retrieval_message(question, ev.text, ev.retrieval),
-                                          {"role": "assistant", "content": render_wait("正在生成回答…")}]
+                    hits = ev.retrieval.hits if ev.retrieval.covered else []  # abstaining: no wait
+                    chat = chat[:base] + [retrieval_message(question, ev.text, ev.retrieval), {
+                        "role": "assistant", "content": render_streaming("", hits, turn, bool(show_scores))}]
                 elif ev.kind == "token":
                     text += ev.text
-                    chat[-1] = {"role": "assistant", "content": render_streaming(text, n_hits, turn)}
+                    chat[-1] = {"role": "assistant", "content": render_streaming(text, hits, turn, bool(show_scores))}
                 elif ev.kind == "done":
                     ans = ev.answer
                     chat[-1] = {"role": "assistant",

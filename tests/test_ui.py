@@ -69,7 +69,7 @@ def test_document_and_model_text_is_escaped():
 
     evil = EVIL_MD.split("\n", 3)[3]
     hits = [_hit(evil, source='<b onmouseover="x">evil</b>.md', heading="<script>alert(1)</script>")]
-    out = render_answer(_answer(evil + " [1]", hits), "t1") + render_streaming(evil + "[1]", 1, "t1")
+    out = render_answer(_answer(evil + " [1]", hits), "t1") + render_streaming(evil + "[1]", hits, "t1")
     for bad in ("<script", "<img", "<b ", 'href="javascript', "onerror=\""):
         assert bad not in out, bad
     # the only links are our citations; markdown syntax stays inert text (the chatbot renders no markdown)
@@ -95,7 +95,7 @@ def test_stopped_answer_is_flagged_unfinished():
     from rag.ui import mark_stopped, render_streaming, render_wait
 
     chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": [
-        {"type": "text", "text": render_streaming("半句回答 [1", 1, "t")}]}]
+        {"type": "text", "text": render_streaming("半句回答 [1", [_hit("资料。")], "t")}]}]
     out = mark_stopped(chat)
     assert "已停止生成" in out[-1]["content"] and "rag-cursor" not in out[-1]["content"]
     assert "已停止" in mark_stopped([{"role": "assistant", "content": render_wait("正在检索资料…")}])[-1]["content"]
