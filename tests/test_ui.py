@@ -91,6 +91,17 @@ def test_abstained_answer_shows_closest_passages():
     assert "最接近的资料" in out and 'id="rag-t2-src-1"' in out and "rag-cite" not in out
 
 
+def test_passages_are_shown_while_the_answer_streams():
+    from rag.ui import render_streaming
+
+    hits = [_hit("不需要。"), _hit("别的内容。", "grad.txt")]
+    waiting = render_streaming("", hits, "t")
+    assert "rag-wait" in waiting and 'id="rag-t-src-1"' in waiting and 'id="rag-t-src-2"' in waiting
+    partial = render_streaming("不需要 [2", hits, "t")
+    assert "rag-cursor" in partial and "rag-cite" not in partial  # an unfinished "[2" is not a link yet
+    assert 'href="#rag-t-src-2"' in render_streaming("不需要 [2]", hits, "t")
+
+
 def test_stopped_answer_is_flagged_unfinished():
     from rag.ui import mark_stopped, render_streaming, render_wait
 
