@@ -12,7 +12,7 @@ from . import prompts
 from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations
 from .config import Settings
-from .errors import IndexMissing
+from .errors import GenerationError, IndexMissing, RagError
 from .index import BuildReport, LoadedIndex, build_index, check_embedder, current_generation, load_index, scan_sources
 from .retriever import Hit, Retrieval, Retriever, clean_query
 
@@ -148,11 +148,16 @@ class Assistant:
             return
         messages = prompts.answer_messages(question, retrieval.hits)
         parts: list[str] = []
-        for piece in self.generator.stream(messages, max_tokens=self.settings.max_new_tokens):
-            if not parts:
-                timings["first_token"] = time.perf_counter() - t0
-            parts.append(piece)
-            yield Event("token", text=piece)
+        try:
+            for piece in self.generator.stream(messages, max_tokens=self.settings.max_new_tokens):
+                if not parts:
+                    timings["first_token"] = time.perf_counter() - t0
+                parts.append(piece)
+                yield Event("token", text=piece)
+        except RagError:
+            raise
+        except Exception as e:  # a backend bug must reach the user as one typed message, not a trace
+            raise GenerationError(f"the language model failed mid-answer ({type(e).__name__}: {e})") from e
         raw = "".join(parts).strip()
         timings["total"] = time.perf_counter() - t0
         if prompts.says_not_covered(raw):

@@ -184,5 +184,8 @@ def load_embedder(spec: str, cache_dir: Path, progress=None) -> Embedder:
         return SentenceTransformerEmbedder(str(st_folder(name)), model_id=spec)
     if StaticEmbedder.usable(Path(spec)):
         return StaticEmbedder(Path(spec))
+    if spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().exists():
+        # Clearly a path, and missing: say so now, before a torch import and a hub lookup.
+        raise ModelNotInstalled(f"embedding model '{spec}': no such folder ({Path(spec).expanduser().resolve()})")
     query_prompt = "为这个句子生成表示以用于检索相关文章：" if "bge" in spec.lower() and "zh" in spec.lower() else ""
     return SentenceTransformerEmbedder(spec, query_prompt=query_prompt)

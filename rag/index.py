@@ -254,8 +254,11 @@ def write_chunks(db: Path, chunks: list[Chunk], vectors: np.ndarray) -> None:
 def write_lock(index_dir: Path, wait: float = 0.0):
     import fcntl
 
-    index_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(index_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(index_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # read-only or foreign index directory: say so, write nothing
+        raise _write_error(e, index_dir) or RagError(f"cannot write {index_dir}: {e.strerror or e}") from None
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -269,6 +272,22 @@ def write_lock(index_dir: Path, wait: float = 0.0):
         yield
     finally:
         os.close(fd)
+
+
+_DISK_FULL = ("No space left", "File too large", "Disk quota", "database or disk is full", "disk I/O error")
+_NO_ACCESS = ("Permission denied", "Read-only file system", "attempt to write a readonly database")
+
+
+def _write_error(e: BaseException, index_dir: Path) -> RagError | None:
+    """The typed error for a failed index write, or None when it is not about the disk. SQLite and
+    FAISS report a full disk (or RLIMIT_FSIZE) in their own words, not as an OSError."""
+    code, text = getattr(e, "errno", None), str(e)
+    if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or any(t in text for t in _DISK_FULL):
+        return DiskFull(f"disk full while writing {index_dir}; the previous index is untouched")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or any(t in text for t in _NO_ACCESS):
+        reason = getattr(e, "strerror", None) or next(t for t in _NO_ACCESS if t in text)
+        return RagError(f"cannot write {index_dir}: {reason}; the previous index is untouched")
+    return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -287,8 +306,12 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def cleanup_stale(index_dir: Path) -> None:
-    """Remove leftovers of crashed builds and generations beyond the ones kept. Caller holds the lock."""
+def cleanup_stale(index_dir: Path, previous: str | None = None) -> None:
+    """Remove leftovers of crashed builds and generations beyond the ones kept. Caller holds the lock.
+
+    Kept: the live generation and `previous`, the one live before it (a reader may still be loading
+    it); a generation a killed build renamed but never made live goes. Without `previous` the newest
+    generations stand in for it."""
     try:
         live = current_generation(index_dir)
     except IndexCorrupt:
@@ -298,7 +321,7 @@ def cleanup_stale(index_dir: Path) -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     gens = sorted((p for p in index_dir.glob("gen-*") if p.is_dir()), key=lambda p: p.name)
     keep = {live.name} if live else set()
-    keep.update(p.name for p in gens[-KEEP_GENERATIONS:])
+    keep.update([previous] if previous else (p.name for p in gens[-KEEP_GENERATIONS:]))
     for p in gens:
         if p.name not in keep:
             shutil.rmtree(p, ignore_errors=True)
@@ -334,17 +357,19 @@ def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, 
         _fsync_file(cur_tmp)
         os.replace(cur_tmp, index_dir / CURRENT)
         _fsync_dir(index_dir)
-    except OSError as e:
+    except BaseException as e:
+        # Nothing of a failed or interrupted build stays behind, unless it already went live.
         shutil.rmtree(tmp, ignore_errors=True)
-        if final.exists() and (index_dir / CURRENT).exists() and (index_dir / CURRENT).read_text().strip() != name:
+        (index_dir / (CURRENT + ".tmp")).unlink(missing_ok=True)
+        try:
+            live = (index_dir / CURRENT).read_text().strip()
+        except OSError:
+            live = None
+        if final.exists() and live != name:
             shutil.rmtree(final, ignore_errors=True)
-        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise DiskFull(f"disk full while writing {index_dir}; the previous index is untouched") from None
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise RagError(f"cannot write {index_dir}: {e.strerror}; the previous index is untouched") from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        typed = _write_error(e, index_dir) if isinstance(e, (OSError, sqlite3.Error, RuntimeError)) else None
+        if typed is not None:
+            raise typed from None
         raise
     return final
 
@@ -493,7 +518,7 @@ def build_index(
             "skipped": skipped_meta,
         }
         gen = write_generation(index_dir, ordered, vectors, manifest)
-        cleanup_stale(index_dir)
+        cleanup_stale(index_dir, previous=old_gen.name if old_gen is not None else None)
         report.generation = gen.name
         report.chunks = len(ordered)
         report.seconds = time.monotonic() - t0
