@@ -44,9 +44,14 @@ SHUFFLE_SEED = 20261123
 # half the best one's (score within ln 2 of the best). A model that spreads its mass evenly over m
 # correct options puts each at 1/m, so all of them pass while a clear single answer stays alone.
 GAP_RATIO = 0.5
-SCORINGS = ("sum", "mean", "pmi")
+# What is scored as the answer: the option's text, or its letter alone. Asked for the content, the
+# 1.5B model still answers "B. text": it decides at the letter (one token: no decoding beyond the
+# prompt, and its PMI removes the model's prior for letters, i.e. position bias).
+FORMATS = ("text", "letter")
+NORMS = ("sum", "mean", "pmi")
+SCORINGS = tuple(f"{f}-{n}" for f in FORMATS for n in NORMS)
 # Chosen by numbers from a full run (eval/results/mcq.md, "Scoring variants"), i.e. on this data.
-HEADLINE_SCORING = "pmi"
+HEADLINE_SCORING = "letter-pmi"
 SCORE_CACHE_VERSION = 1
 OFF = 2.0  # a threshold no coverage share or cosine reaches: that signal never vouches for coverage
 # Options that point at other options ("以上都不正确", "选项A和B") keep their position when shuffling.
@@ -292,9 +297,21 @@ def _mcq_messages(question: str, options: Sequence[str], passages: str | None) -
     return [{"role": "user", "content": prompts.MCQ_USER.format(context=context, question=question, options=opts)}]
 
 
-def _variants(raw: list[tuple[float, int]], uncond: list[float]) -> dict[str, list[float]]:
-    return {"sum": [s for s, _ in raw], "mean": [s / max(n, 1) for s, n in raw],
-            "pmi": [s - u for (s, _), u in zip(raw, uncond)]}
+def _continuations(options: Sequence[str], fmt: str, delimiter: str = "") -> list[str]:
+    return [delimiter + (o if fmt == "text" else LETTERS[i]) for i, o in enumerate(options)]
+
+
+def split_prefix(prefix: str) -> tuple[str, str]:
+    """("正确答案是:", " ") from "正确答案是: ". BPE merges a space into the following word, so a prompt
+    ending in a lone space token makes every continuation unlikely (letters scored -10..-16 instead
+    of -0.6..-3): the space goes at the start of each continuation instead."""
+    stem = prefix.rstrip()
+    return stem, prefix[len(stem):]
+
+
+def _variants(fmt: str, raw: list[tuple[float, int]], uncond: list[float]) -> dict[str, list[float]]:
+    return {f"{fmt}-sum": [s for s, _ in raw], f"{fmt}-mean": [s / max(n, 1) for s, n in raw],
+            f"{fmt}-pmi": [s - u for (s, _), u in zip(raw, uncond)]}
 
 
 def _strip_item(text: str, question: str, options: Sequence[str]) -> str:
@@ -345,12 +362,15 @@ def run_mcq(a, args, cache: ScoreCache) -> dict:
     from .retriever import Retriever
 
     retriever = Retriever(a.index(), a.embedder, candidates=a.settings.candidates, rrf_k=a.settings.rrf_k)
-    prefix = prompts.MCQ_ANSWER_PREFIX
-    # Unconditional likelihood of each option text ("domain conditional" PMI): the same template
-    # with question, options and passages left empty. Order-independent, so scored once per text.
-    all_options = sorted({o for it in items for o in it["options"]})
-    uncond_raw = cache.score(gen, _mcq_messages("", [], None), prefix, all_options) if all_options else []
-    uncond = {o: s for o, (s, _) in zip(all_options, uncond_raw)}
+    prefix, delim = split_prefix(prompts.MCQ_ANSWER_PREFIX)
+    # Unconditional likelihood of every continuation ("domain conditional" PMI): the same template
+    # with question, options and passages left empty, scored once in one call.
+    orders = {it["id"]: shuffle_options(it["options"], it["answer"], random.Random(f"{SHUFFLE_SEED}:{it['id']}"))
+              for it in items}
+    all_conts = sorted({c for it in items for o_list in (it["options"], [it["options"][j] for j in orders[it["id"]][0]])
+                        for fmt in FORMATS for c in _continuations(o_list, fmt, delim)})
+    uncond_raw = cache.score(gen, _mcq_messages("", [], None), prefix, all_conts) if all_conts else []
+    uncond = {c: s for c, (s, _) in zip(all_conts, uncond_raw)}
 
     rows = []
     t_start = time.perf_counter()
@@ -361,7 +381,7 @@ def run_mcq(a, args, cache: ScoreCache) -> dict:
         retrieval = retriever.search(q + "\n" + "\n".join(opts), k, mode="hybrid")
         hits = retrieval.hits
         passages = prompts.format_passages(hits)
-        perm, shuffled_gold = shuffle_options(opts, gold, random.Random(f"{SHUFFLE_SEED}:{it['id']}"))
+        perm, shuffled_gold = orders[it["id"]]
         shuffled = [opts[j] for j in perm]
         row = {"id": it["id"], "category": it.get("category", []), "derived_from": it.get("derived_from"),
                "question": q, "options": opts, "gold": sorted(gold), "n_options": len(opts),
@@ -370,16 +390,21 @@ def run_mcq(a, args, cache: ScoreCache) -> dict:
                              "text": h.chunk.text[:160]} for h in hits],
                "explanation_retrieved": explanation_retrieved(it.get("explanation") or "", [h.chunk for h in hits]),
                "scores": {}}
-        u = [uncond[o] for o in opts]
+        # Calls sharing a prompt prefix run back to back (the generator reuses its KV cache).
         for cond, ctx in (("rag", passages), ("closed", None)):
             for order, o_list in (("original", opts), ("shuffled", shuffled)):
-                raw = cache.score(gen, _mcq_messages(q, o_list, ctx), prefix, o_list)
-                if order == "shuffled":  # back to the original option order
-                    back = [None] * len(opts)
-                    for pos, old in enumerate(perm):
-                        back[old] = raw[pos]
-                    raw = back
-                row["scores"][f"{cond}/{order}"] = {"raw": raw, **_variants(raw, u)}
+                entry = row["scores"][f"{cond}/{order}"] = {}
+                for fmt in FORMATS:
+                    conts = _continuations(o_list, fmt, delim)
+                    raw = cache.score(gen, _mcq_messages(q, o_list, ctx), prefix, conts)
+                    entry[f"raw-{fmt}"] = raw
+                    entry.update(_variants(fmt, raw, [uncond[c] for c in conts]))
+                if order == "shuffled":  # every list back to the original option order
+                    for key, vals in entry.items():
+                        back = [None] * len(opts)
+                        for pos, old in enumerate(perm):
+                            back[old] = vals[pos]
+                        entry[key] = back
         lex = lexical_option_scores(opts, q, [h.chunk.text for h in hits])
         row["baseline"] = {"scores": lex, "expected_exact": tie_break_expectation(lex, gold),
                            "pred": [max(range(len(lex)), key=lambda i: lex[i])]}
@@ -388,7 +413,7 @@ def run_mcq(a, args, cache: ScoreCache) -> dict:
         rows.append(row)
         bar.set_postfix_str(f"{row['seconds']:.1f}s/item")
     bar.close()
-    return summarize_mcq(rows, uncond_options=len(all_options), k=k, excluded=excluded,
+    return summarize_mcq(rows, unconditional_continuations=len(all_conts), k=k, excluded=excluded,
                          seconds=time.perf_counter() - t_start, model=getattr(gen, "model_id", "?"),
                          embedder=a.settings.embedder)
 
@@ -655,15 +680,18 @@ def mcq_markdown(r: dict) -> str:
            f"{_pct(h['retrieval_only_baseline'])} | – |",
            f"| chance (random answer set of the right size) | {_pct(h['chance'])} | – |", "",
            "## Scoring variants (exact match; Jaccard in brackets)", "",
-           "`sum` = total log-prob of the option, `mean` = per token, `pmi` = sum minus the option's log-prob "
-           "with question and options blanked (domain-conditional PMI). `top1` = single best option; `gap` = "
-           "the multi-answer rule above.", "",
-           "| condition | " + " | ".join(f"{s}/{rule}" for s in SCORINGS for rule in ("top1", "gap")) + " |",
-           "|---|" + "---|" * (2 * len(SCORINGS))]
-    for co in ("rag/original", "rag/shuffled", "closed/original", "closed/shuffled"):
-        cells = [f"{_pct(r['variants'][f'{co}/{s}/{rule}']['exact'])} ({r['variants'][f'{co}/{s}/{rule}']['jaccard']:.2f})"
-                 for s in SCORINGS for rule in ("top1", "gap")]
-        out.append(f"| {co} | " + " | ".join(cells) + " |")
+           "`text` = the option's text is the scored continuation, `letter` = its letter alone (the model "
+           "answers \"B. text\"; one token, so sum = mean). `sum` = total log-prob, `mean` = per token, `pmi` = "
+           "sum minus the same continuation's log-prob with question, options and passages blanked "
+           "(domain-conditional PMI; for letters: the model's prior for each letter). `top1` = single best "
+           "option; `gap` = the multi-answer rule above.", "",
+           "| scoring | RAG | RAG shuffled | closed-book | closed-book shuffled |", "|---|---|---|---|---|"]
+    for sc in SCORINGS:
+        for rule in ("top1", "gap"):
+            cells = [f"{_pct(r['variants'][f'{co}/{sc}/{rule}']['exact'])} ({r['variants'][f'{co}/{sc}/{rule}']['jaccard']:.2f})"
+                     for co in ("rag/original", "rag/shuffled", "closed/original", "closed/shuffled")]
+            bold = "**" if (sc, rule) == (m["headline_scoring"], "gap") else ""
+            out.append(f"| {bold}{sc}/{rule}{bold} | " + " | ".join(cells) + " |")
     out += ["", "## Gap-rule sensitivity (post hoc; the rule used is 0.5)", "",
             "| scoring | " + " | ".join(f"ratio {x}" for x in (1.0, 0.75, 0.5, 0.25, 0.1)) + " |",
             "|---|---|---|---|---|---|"]

@@ -248,7 +248,9 @@ def test_eval_all_end_to_end_with_fakes(assistant, eval_data, tmp_path, capsys):
     mcq = json.loads((out / "mcq.json").read_text("utf-8"))
     assert mcq["meta"]["n_items"] == 2 and mcq["meta"]["excluded"] == 1
     assert mcq["headline"]["chance"] == pytest.approx((1 / 2 + 1 / 3) / 2)
-    assert mcq["headline"]["rag_original"] == 1.0  # the fake scores options by overlap with the passages
+    # the fake scores an option's text by its overlap with the passages (letters mean nothing to it)
+    assert mcq["variants"]["rag/original/text-pmi/gap"]["exact"] == 1.0
+    assert 0.0 <= mcq["headline"]["rag_original"] <= 1.0
     item = mcq["items"][1]
     assert item["perm"][2] == 2  # "以上都对" stays last
     assert set(item["scores"]) == {"rag/original", "rag/shuffled", "closed/original", "closed/shuffled"}
@@ -283,3 +285,10 @@ def test_missing_eval_set_is_a_typed_error(assistant, tmp_path, monkeypatch):
     monkeypatch.setenv("RAG_EVAL_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(ev.RagError, match="eval set not found"):
         ev.main(_args(tmp_path, suite="retrieval"), assistant)
+
+
+def test_answer_prefix_whitespace_moves_into_the_continuations():
+    assert ev.split_prefix("正确答案是: ") == ("正确答案是:", " ")
+    assert ev.split_prefix("答案:") == ("答案:", "")
+    assert ev._continuations(["正确的", "错误的"], "letter", " ") == [" A", " B"]
+    assert ev._continuations(["正确的", "错误的"], "text", " ") == [" 正确的", " 错误的"]
