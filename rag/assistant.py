@@ -93,7 +93,9 @@ class Assistant:
             self.warn(f"skipped {path}: {reason}")
         report = build_index(
             sources, s.index_dir, s.embedder, lambda: self.embedder,
-            ChunkerSettings(s.chunk_size, s.chunk_overlap), rebuild=rebuild, progress=self.progress, warn=self.warn)
+            ChunkerSettings(s.chunk_size, s.chunk_overlap), rebuild=rebuild, progress=self.progress, warn=self.warn,
+            vector_request={"index": s.vector_index, "store": s.store, "milvus_uri": s.milvus_uri,
+                            "nprobe": s.nprobe, "ef_search": s.ef_search})
         with self._lock:
             self._index = None
         return report
@@ -109,7 +111,9 @@ class Assistant:
                 if gen is None:
                     raise IndexMissing(f"no index at {self.settings.index_dir}")
             if self._index is None or self._index.path != gen:
-                self._index = load_index(self.settings.index_dir, self.settings.embedder)
+                s = self.settings
+                self._index = load_index(s.index_dir, s.embedder, {"nprobe": s.nprobe or None,
+                                         "ef_search": s.ef_search or None, "milvus_uri": s.milvus_uri or None})
             return self._index
 
     def retriever(self) -> Retriever:

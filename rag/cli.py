@@ -30,7 +30,9 @@ def _settings(args):
         corpus_dir=getattr(args, "corpus", None), index_dir=getattr(args, "index_dir", None),
         embedder=getattr(args, "embedder", None), generator=getattr(args, "generator", None),
         backend=getattr(args, "backend", None), top_k=getattr(args, "k", None),
-        threads=getattr(args, "threads", None))
+        threads=getattr(args, "threads", None), vector_index=getattr(args, "vector_index", None),
+        store=getattr(args, "store", None), milvus_uri=getattr(args, "milvus_uri", None),
+        nprobe=getattr(args, "nprobe", None), ef_search=getattr(args, "ef_search", None))
 
 
 def _assistant(args):
@@ -188,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--generator", help="LLM: packaged:<name>, a .gguf file, a local folder or a HF id")
     common.add_argument("--backend", choices=["auto", "llama.cpp", "transformers"], help="generation backend")
     common.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    common.add_argument("--store", choices=["faiss", "milvus"], help="where vectors live when indexing "
+                        "(default faiss; milvus: Milvus Lite per generation, or --milvus-uri)")
+    common.add_argument("--milvus-uri", help="Milvus server (http://host:19530) or Milvus Lite .db path")
+    common.add_argument("--nprobe", type=int, help="IVF lists scanned per query (saved at index time)")
+    common.add_argument("--ef-search", type=int, help="HNSW search breadth (saved at index time)")
 
     p = argparse.ArgumentParser(prog="rag", description="Offline, Chinese-first RAG assistant over deep-learning interview notes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -195,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", parents=[common], help="build or update the index (incremental by content hash)")
     s.add_argument("paths", nargs="*", help="files or directories (default: the corpus directory)")
     s.add_argument("--rebuild", action="store_true", help="re-embed everything")
+    s.add_argument("--vector-index", choices=["auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq", "opq-ivf-pq"],
+                   help="vector index (default auto: exact flat below 100k chunks, ANN above)")
     s.add_argument("--allow-outside", action="store_true",
                    help="index PATHS outside the current directory and the corpus directory")
     s.set_defaults(func=cmd_index)

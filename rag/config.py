@@ -34,6 +34,12 @@ class Settings:
     chunk_size: int = 400
     chunk_overlap: int = 40
     threads: int = 0  # 0: physical cores
+    # Vector index (rag.vectors): auto = exact Flat below 100k vectors, ANN kinds above (FAISS guidelines).
+    vector_index: str = "auto"  # auto | flat | hnsw | ivf-flat | ivf-sq8 | ivf-pq | opq-ivf-pq
+    store: str = "faiss"  # faiss | milvus (rag.milvus_store; docs/milvus.md)
+    milvus_uri: str = ""  # "": a Milvus Lite file per generation; else a .db path or http(s)://host:19530
+    nprobe: int = 0  # IVF lists scanned per query; 0: the value saved with the index
+    ef_search: int = 0  # HNSW candidate list size; 0: the value saved with the index
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

@@ -28,7 +28,7 @@ from .chunking import Chunk, ChunkerSettings, chunk_document
 from .errors import CorpusError, DiskFull, EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing, LoaderError, RagError
 from .lexical import LexicalIndex
 from .loaders import SUPPORTED_SUFFIXES, load_file, sha256_bytes
-from .vectors import FaissFlatIndex, VectorIndex, build_vector_index, load_vector_index
+from .vectors import VectorIndex, build_vector_index, drop_vector_index, load_vector_index
 
 FORMAT_VERSION = 2
 CURRENT = "CURRENT"
@@ -37,6 +37,8 @@ CHUNKS_DB = "chunks.sqlite"
 VECTORS = "vectors.faiss"
 BM25_FILE = "bm25.json"
 KEEP_GENERATIONS = 2  # the live one and its predecessor (readers may still hold it)
+# What a generation's vectors were built as; manifests written before it existed were this.
+DEFAULT_VECTOR_REQUEST = {"index": "auto", "store": "faiss"}
 
 
 @dataclass
@@ -184,8 +186,10 @@ def check_embedder(manifest: dict, embedder_id: str, dim: int | None = None, fin
             "run `rag index --rebuild` or configure the original embedder")
 
 
-def load_index(index_dir: Path, embedder_id: str | None = None) -> LoadedIndex:
-    """Load and verify the live generation. Raises IndexMissing / IndexCorrupt / EmbedderMismatch."""
+def load_index(index_dir: Path, embedder_id: str | None = None, vector_search: dict | None = None) -> LoadedIndex:
+    """Load and verify the live generation. Raises IndexMissing / IndexCorrupt / EmbedderMismatch.
+
+    `vector_search` overrides the saved search-time knobs (nprobe, ef_search, k_factor, milvus_uri)."""
     gen = current_generation(index_dir)
     if gen is None:
         raise IndexMissing(f"no index at {index_dir}; run `rag index`")
@@ -195,8 +199,11 @@ def load_index(index_dir: Path, embedder_id: str | None = None) -> LoadedIndex:
     verify_artifacts(gen, manifest)
     chunks = read_chunks(gen / CHUNKS_DB)
     try:
-        vectors = load_vector_index(manifest["vector_index"]["kind"], gen / VECTORS)
+        vp = manifest["vector_index"]
+        vectors = load_vector_index(vp, gen / vp.get("artifact", VECTORS), **(vector_search or {}))
         bm25 = LexicalIndex.load(gen / BM25_FILE)
+    except RagError:
+        raise
     except Exception as e:  # faiss raises RuntimeError on garbage; checksums make this rare
         raise IndexCorrupt(f"{gen}: cannot read index files ({e}); run `rag index --rebuild`") from None
     if not (len(chunks) == vectors.ntotal == len(bm25) == manifest["counts"]["chunks"]):
@@ -324,11 +331,20 @@ def cleanup_stale(index_dir: Path, previous: str | None = None) -> None:
     keep.update([previous] if previous else (p.name for p in gens[-KEEP_GENERATIONS:]))
     for p in gens:
         if p.name not in keep:
+            _drop_external(p)
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _drop_external(gen: Path) -> None:
+    """Drop what a generation keeps outside its directory (a collection on a Milvus server)."""
+    try:
+        drop_vector_index(json.loads((gen / MANIFEST).read_text()).get("vector_index", {}), gen)
+    except Exception:  # best effort: an unreachable server must not block a local build
+        pass
+
+
 def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, manifest: dict,
-                     vector_kind: str = FaissFlatIndex.kind) -> Path:
+                     vector_request: dict | None = None) -> Path:
     """Write a complete generation, then switch CURRENT to it. Caller holds the lock."""
     name = f"gen-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
     tmp = index_dir / (name + ".tmp")
@@ -337,14 +353,19 @@ def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, 
         tmp.mkdir(parents=True)
         dim = manifest["embedder"]["dim"]
         write_chunks(tmp / CHUNKS_DB, chunks, vectors)
-        vindex = build_vector_index(vector_kind, dim, vectors)
-        vindex.save(tmp / VECTORS)
+        req = dict(vector_request or DEFAULT_VECTOR_REQUEST)
+        opts = {k: v for k, v in req.items() if k not in ("index", "store") and v}
+        vindex = build_vector_index(req["index"], dim, vectors, store=req["store"], gen_dir=tmp,
+                                    generation=name, **opts)
+        vart = getattr(vindex, "artifact", VECTORS)
+        vindex.save(tmp / vart)
         LexicalIndex.from_texts([c.embed_text() for c in chunks]).save(tmp / BM25_FILE)
         manifest = dict(manifest)
         manifest["vector_index"] = vindex.params()
+        manifest["vector_request"] = req
         manifest["counts"] = {"chunks": len(chunks)}
         manifest["artifacts"] = {}
-        for art in (CHUNKS_DB, VECTORS, BM25_FILE):
+        for art in (CHUNKS_DB, vart, BM25_FILE):
             _fsync_file(tmp / art)
             manifest["artifacts"][art] = {"sha256": file_sha256(tmp / art), "bytes": (tmp / art).stat().st_size}
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
@@ -384,12 +405,16 @@ def build_index(
     progress: Callable | None = None,
     warn: Callable[[str], None] = lambda m: None,
     lock_wait: float = 0.0,
+    vector_request: dict | None = None,
 ) -> BuildReport:
     """Create or incrementally update the index from `sources`.
 
     Unchanged files (same sha256) keep their chunks and vectors; changed files are re-chunked and only
     chunks whose id is new get embedded; files no longer present are dropped. A file that fails to load
     is skipped with a warning; if it was indexed before, its previous chunks are kept.
+    `vector_request` ({"index": auto|flat|hnsw|..., "store": faiss|milvus, "milvus_uri", "nprobe",
+    "ef_search"}) picks the vector index; a different request than the live generation's rebuilds
+    the vector index from the stored vectors (nothing is re-embedded).
     """
     t0 = time.monotonic()
     index_dir = Path(index_dir)
@@ -422,7 +447,9 @@ def build_index(
         report.removed = sorted(set(old_files) - {s.source for s in sources})
         report.unchanged = sorted(s for s in current if s in old_files and old_files[s]["sha256"] == hashes[s])
         todo = [s for s in sources if s.source in hashes and s.source not in report.unchanged]
-        if old_gen is not None and not todo and not report.removed and not report.skipped:
+        request = {k: v for k, v in (vector_request or DEFAULT_VECTOR_REQUEST).items() if v}
+        vectors_changed = old_manifest is not None and old_manifest.get("vector_request", DEFAULT_VECTOR_REQUEST) != request
+        if old_gen is not None and not todo and not report.removed and not report.skipped and not vectors_changed:
             report.chunks = old_manifest["counts"]["chunks"]
             report.seconds = time.monotonic() - t0
             return report
@@ -481,7 +508,7 @@ def build_index(
                               + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
         known = read_vectors(old_gen / CHUNKS_DB) if old_gen is not None else {}
         missing = [i for i, c in enumerate(ordered) if c.id not in known]
-        if (old_gen is not None and not missing and not report.removed and not report.added and not report.changed
+        if (old_gen is not None and not missing and not report.removed and not report.added and not report.changed and not vectors_changed
                 and not dropped):
             report.chunks = len(ordered)
             report.seconds = time.monotonic() - t0
@@ -517,7 +544,7 @@ def build_index(
             "files": files_meta,
             "skipped": skipped_meta,
         }
-        gen = write_generation(index_dir, ordered, vectors, manifest)
+        gen = write_generation(index_dir, ordered, vectors, manifest, request)
         cleanup_stale(index_dir, previous=old_gen.name if old_gen is not None else None)
         report.generation = gen.name
         report.chunks = len(ordered)

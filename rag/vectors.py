@@ -1,11 +1,43 @@
-"""Vector index interface and the FAISS backend (exact inner product: right for small corpora)."""
+"""Vector indexes behind one interface: exact Flat for small collections, FAISS ANN indexes for large ones.
+
+Which index for how many vectors follows the FAISS wiki, "Guidelines to choose an index"
+(github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index):
+  * exact results, or few vectors: `Flat` (brute force is a few ms below ~100k vectors);
+  * memory not a concern: `HNSWM` (M between 4 and 64; we use 32);
+  * up to ~1M (and memory "somewhat" a concern): `IVFK,...` with K between 4*sqrt(N) and 16*sqrt(N),
+    trained on 30*K..256*K vectors; `SQ8` codes cost d bytes/vector and keep cosines within ~1%;
+  * memory "very important" (10M+): `OPQM_D,...,PQM` codes, here re-ranked by a finer code (Refine).
+The wiki suggests IVF65536_HNSW32 from 1M vectors up; training 65536 centroids takes hours on the
+2-core CPUs this runs on, so K stays at 4*sqrt(N) rounded to a power of two and capped at 16384.
+`rag bench ann` (eval/results/ann.md) measures every kind on synthetic face-like vectors.
+
+Deletes: HNSW graphs cannot remove vectors (faiss raises on remove_ids) and IVF lists can. We never
+edit an index in place: each generation of rag.index is written from the vectors stored in SQLite,
+so every kind is rebuilt (retrained if it needs training) per generation; its cost is the build time
+in the benchmark report (seconds for 100k vectors, minutes for millions).
+
+Scores are inner products of L2-normalised vectors (cosines): exact for flat/hnsw/ivf-flat and for
+refined PQ (exact re-ranking), approximate for SQ8 and un-refined PQ.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from .errors import RagError
+
+FLAT_KIND = "faiss-flat-ip"  # the name existing generations' manifests carry
+CHOICES = ("auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq", "opq-ivf-pq")
+FLAT_MAX = 100_000  # below this, exact search costs a few ms per query: no reason to approximate
+HNSW_MAX = 1_000_000  # above this the graph (~300 B/vector of links + raw vectors) and its build get heavy
+IVF_SQ8_MAX = 10_000_000  # above this even d bytes/vector is too much for one machine: PQ codes
+DEFAULT_NPROBE = 32
+DEFAULT_EF_SEARCH = 128
+DEFAULT_K_FACTOR = 8  # refine: re-rank k * k_factor candidates
 
 
 class VectorIndex(Protocol):
@@ -24,10 +56,15 @@ class VectorIndex(Protocol):
     def params(self) -> dict: ...
 
 
+def _empty(nq: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
+
+
 class FaissFlatIndex:
     """Exact search (IndexFlatIP over L2-normalised vectors = cosine)."""
 
-    kind = "faiss-flat-ip"
+    kind = FLAT_KIND
+    artifact = "vectors.faiss"
 
     def __init__(self, dim: int, index=None):
         import faiss
@@ -47,7 +84,7 @@ class FaissFlatIndex:
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = min(k, self.ntotal)
         if k <= 0:
-            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+            return _empty(len(q))
         return self.index.search(q, k)
 
     def save(self, path: Path) -> None:
@@ -66,15 +103,224 @@ class FaissFlatIndex:
         return {"kind": self.kind, "metric": "inner_product"}
 
 
-def build_vector_index(kind: str, dim: int, vectors: np.ndarray) -> VectorIndex:
-    if kind != FaissFlatIndex.kind:
+def _pow2(x: float) -> int:
+    return 1 << max(0, round(math.log2(max(1.0, x))))
+
+
+def ann_params(kind: str, n: int, dim: int, **overrides) -> dict:
+    """Build-time parameters for `kind` at `n` vectors (sized by the FAISS guidelines above)."""
+    p: dict = {"kind": kind, "metric": "inner_product"}
+    if kind == "hnsw":
+        p.update(M=32, ef_construction=40, ef_search=DEFAULT_EF_SEARCH)
+    elif kind in ("ivf-flat", "ivf-sq8", "ivf-pq", "opq-ivf-pq"):
+        # K ~ 4*sqrt(N), with >= 39 training points per centroid (k-means needs them) on tiny sets.
+        nlist = min(_pow2(4 * math.sqrt(max(n, 1))), 16384, max(1, n // 39))
+        p.update(nlist=max(1, nlist), nprobe=min(DEFAULT_NPROBE, max(1, nlist)))
+        if kind in ("ivf-pq", "opq-ivf-pq"):
+            m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m >= 1 and dim % m == 0)
+            # 256 centroids per sub-quantizer need >= 256 training vectors; fewer bits on tiny sets.
+            nbits = max(1, min(8, int(math.log2(max(n, 2)))))
+            p.update(m=m, nbits=nbits, refine="flat", k_factor=DEFAULT_K_FACTOR)
+            if kind == "opq-ivf-pq":
+                p["opq"] = nbits == 8  # OPQ trains its own 8-bit PQ: needs >= 256 vectors
+    else:
         raise ValueError(f"unknown vector index kind {kind!r}")
-    index = FaissFlatIndex(dim)
-    index.add(vectors)
+    # Only knobs this kind has (a global --nprobe must not leak into an HNSW manifest).
+    p.update({k: v for k, v in overrides.items() if v is not None and (k in p or k == "hnsw_quantizer")})
+    return p
+
+
+def factory_string(p: dict, dim: int) -> str:
+    kind = p["kind"]
+    if kind == "hnsw":
+        return f"HNSW{p['M']}"
+    coarse = f"IVF{p['nlist']}" + ("_HNSW32" if p.get("hnsw_quantizer") else "")
+    if kind == "ivf-flat":
+        return f"{coarse},Flat"
+    if kind == "ivf-sq8":
+        return f"{coarse},SQ8"
+    codes = f"PQ{p['m']}x{p['nbits']}"
+    head = f"OPQ{p['m']}_{dim}," if kind == "opq-ivf-pq" and p.get("opq", True) else ""
+    refine = p.get("refine") or ""
+    tail = "" if not refine else ",RFlat" if refine == "flat" else f",Refine({refine})"
+    return f"{head}{coarse},{codes}{tail}"
+
+
+def no_polysemous(index) -> None:
+    """Switch off polysemous training in every PQ part of `index` (through Refine / PreTransform).
+
+    faiss does it by default for PQ codes; it only serves Hamming pre-filtering, which we never use,
+    and it made training 30x slower (IVF64,PQ8 on 20k vectors: 40 s instead of 1 s).
+    """
+    import faiss
+
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        for i in range(index.chain.size()):
+            vt = faiss.downcast_VectorTransform(index.chain.at(i))
+            if isinstance(vt, faiss.OPQMatrix):
+                vt.niter = 20  # default 50; the rotation's gain flattens out well before (2.5x less training)
+    if hasattr(index, "do_polysemous_training"):
+        index.do_polysemous_training = False
+    for attr in ("index", "base_index", "refine_index"):
+        sub = getattr(index, attr, None)
+        if sub is not None:
+            no_polysemous(sub)
+
+
+class FaissAnnIndex:
+    """A FAISS index made by `index_factory` from `ann_params`; search-time knobs live in params()."""
+
+    artifact = "vectors.faiss"
+
+    def __init__(self, dim: int, p: dict, index=None):
+        import faiss
+
+        self.dim = dim
+        self.kind = p["kind"]
+        self._p = dict(p)
+        self._p["factory"] = factory_string(self._p, dim)
+        self.index = index if index is not None else faiss.index_factory(
+            dim, self._p["factory"], faiss.METRIC_INNER_PRODUCT)
+        if self.kind == "hnsw" and index is None:
+            faiss.downcast_index(self.index).hnsw.efConstruction = int(self._p["ef_construction"])
+        if index is None:
+            no_polysemous(self.index)
+        if "nlist" in self._p and index is None:
+            # 10 k-means iterations place IVF centroids about as well as the default 25, at 40% of the cost
+            faiss.extract_index_ivf(self.index).cp.niter = 10
+        self.set_search_params(nprobe=p.get("nprobe"), ef_search=p.get("ef_search"), k_factor=p.get("k_factor"))
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None,
+                          k_factor: int | None = None) -> None:
+        import faiss
+
+        ps = faiss.ParameterSpace()
+        if nprobe and "nlist" in self._p:
+            ps.set_index_parameter(self.index, "nprobe", int(nprobe))
+            self._p["nprobe"] = int(nprobe)
+        if ef_search and self.kind == "hnsw":
+            ps.set_index_parameter(self.index, "efSearch", int(ef_search))
+            self._p["ef_search"] = int(ef_search)
+        if k_factor and self._p.get("refine"):
+            faiss.downcast_index(self.index).k_factor = float(k_factor)
+            self._p["k_factor"] = int(k_factor)
+
+    def train(self, sample: np.ndarray) -> None:
+        if not self.index.is_trained:
+            self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+            self._p["train_size"] = int(len(sample))
+
+    def add(self, vectors: np.ndarray) -> None:
+        if not len(vectors):
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not self.index.is_trained:
+            self.train(training_sample(vectors, self._p))
+        self.index.add(vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, self.ntotal)
+        if k <= 0:
+            return _empty(len(q))
+        scores, rows = self.index.search(q, k)
+        return scores, rows  # rows are -1 where fewer than k were found (the retriever skips them)
+
+    def save(self, path: Path) -> None:
+        import faiss
+
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: Path, p: dict) -> "FaissAnnIndex":
+        import faiss
+
+        index = faiss.read_index(str(path))
+        return cls(index.d, p, index)
+
+    def params(self) -> dict:
+        return dict(self._p)
+
+
+def training_sample(vectors: np.ndarray, p: dict, seed: int = 0) -> np.ndarray:
+    """A random subset for the quantizers: 40 per IVF centroid (FAISS asks 30..256), 64 per PQ centroid."""
+    need = max(40 * int(p.get("nlist", 1)), 64 * (1 << int(p.get("nbits", 0))) if "m" in p else 0, 10_000)
+    if len(vectors) <= need:
+        return vectors
+    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), need, replace=False))
+    return vectors[rows]
+
+
+def choose_kind(n: int, dim: int = 0) -> str:
+    """`auto`: the index kind for n vectors (thresholds above, from the FAISS guidelines)."""
+    if n < FLAT_MAX:
+        return "flat"
+    if n < HNSW_MAX:
+        return "hnsw"
+    if n < IVF_SQ8_MAX:
+        return "ivf-sq8"
+    return "opq-ivf-pq"
+
+
+def build_vector_index(kind: str, dim: int, vectors: np.ndarray, store: str = "faiss",
+                       gen_dir: Path | None = None, generation: str | None = None,
+                       milvus_uri: str | None = None, **search) -> VectorIndex:
+    """Build `kind` ("auto", a CHOICES name, or the flat index's manifest name) over `vectors`.
+
+    `search` may carry nprobe / ef_search / k_factor overrides; they are recorded in params().
+    store="milvus" puts the vectors in a Milvus collection named after `generation` (rag.milvus_store).
+    """
+    n = len(vectors)
+    if store == "milvus":
+        from .milvus_store import build_milvus_index
+
+        return build_milvus_index(kind, dim, vectors, gen_dir, generation or "default", milvus_uri, **search)
+    if store != "faiss":
+        raise RagError(f"unknown vector store {store!r}; choose faiss or milvus")
+    if kind == "auto":
+        kind = choose_kind(n, dim)
+    if kind in ("flat", FLAT_KIND):
+        index = FaissFlatIndex(dim)
+        index.add(vectors)
+        return index
+    if kind not in CHOICES:
+        raise RagError(f"unknown vector index {kind!r}; choose one of {', '.join(CHOICES)}")
+    index = FaissAnnIndex(dim, ann_params(kind, n, dim, **search))
+    if n:
+        index.add(vectors)
     return index
 
 
-def load_vector_index(kind: str, path: Path) -> VectorIndex:
-    if kind != FaissFlatIndex.kind:
+def load_vector_index(kind_or_params, path: Path, milvus_uri: str | None = None, **search) -> VectorIndex:
+    """Load what build_vector_index saved at `path`; `kind_or_params` is the manifest's vector_index
+    entry (or just its kind). Non-None `search` values override the saved nprobe / ef_search / k_factor."""
+    p = kind_or_params if isinstance(kind_or_params, dict) else {"kind": kind_or_params}
+    kind = p["kind"]
+    if p.get("store") == "milvus":
+        from .milvus_store import load_milvus_index
+
+        return load_milvus_index(p, Path(path).parent, milvus_uri, **search)
+    if kind == FLAT_KIND:
+        return FaissFlatIndex.load(path)
+    if kind not in CHOICES or "factory" not in p:
         raise ValueError(f"unknown vector index kind {kind!r}")
-    return FaissFlatIndex.load(path)
+    index = FaissAnnIndex.load(path, p)
+    index.set_search_params(**search)
+    return index
+
+
+def drop_vector_index(p: dict, gen_dir: Path) -> None:
+    """Release what a deleted generation holds outside its directory (a Milvus server collection)."""
+    if p.get("store") == "milvus":
+        from .milvus_store import drop_milvus_index
+
+        drop_milvus_index(p, gen_dir)

@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+
+from rag import ann
+
+
+def test_generator_is_deterministic_normalised_and_clustered():
+    g = ann.FaceLikeVectors(64, 50)
+    a, b = g.batch(3, 500), ann.FaceLikeVectors(64, 50).batch(3, 500)
+    assert a.dtype == np.float32 and a.shape == (500, 64) and (a == b).all()
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(g.batch(4, 500), a)
+    q = g.queries(20)
+    assert not any((q[i] == a).all(axis=1).any() for i in range(len(q)))  # held out
+    nn = (q @ g.database(2000).T).max(axis=1)
+    assert nn.mean() > 0.7  # a new face has a close match: same identity
+
+
+def test_streaming_top_k_equals_exact_search():
+    g = ann.FaceLikeVectors(32, 20)
+    base, q = g.database(3000), g.queries(15)
+    gt = ann.StreamingTopK(q, 10)
+    for start in range(0, 3000, 700):
+        gt.update(base[start:start + 700], start)
+    exact = np.argsort(-(q @ base.T), axis=1)[:, :10]
+    assert ann.recall(gt.ids, exact, 10) == 1.0
+
+
+def test_tiny_benchmark_writes_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(ann, "SINGLE_QUERIES", 5)
+    monkeypatch.setattr(ann, "BATCH", 1000)  # so the streamed run passes a checkpoint
+    runs = ann.in_memory_suite("tiny", 3000, 32, 50, 20, ["hnsw", "ivf-sq8"], [64])
+    names = [r.index for r in runs]
+    assert names[0].startswith("flat") and "brute force (NumPy)" in names and "LSH 64 bits" in names
+    assert runs[0].points[0]["recall@10"] == 1.0
+    numpy_run = runs[names.index("brute force (NumPy)")]
+    assert numpy_run.points[0]["recall@10"] == 1.0  # the baseline is exact too
+    for r in runs:
+        assert r.bytes_per_vector > 0 and r.peak_rss_mb > 0
+        for p in r.points:
+            assert 0 <= p["recall@1"] <= 1 and 0 <= p["recall@10"] <= 1 and p["qps_batched"] > 0
+    hnsw = next(r for r in runs if r.index.startswith("hnsw"))
+    assert len(hnsw.points) == 5 and hnsw.points[-1]["recall@10"] >= 0.9
+    streamed = ann.streaming_suite("tiny-stream", 4000, 32, 50, 10, "IVF16,PQ8x6,Refine(SQ8)",
+                                   [2000], 600, [{"nprobe": 16, "k_factor": 8}])
+    assert [r.n for r in streamed] == [2000, 4000]
+    assert streamed[-1].points[0]["recall@10"] >= 0.8
+    meta = {"date": "test", "cpus": 2, "faiss": "x", "numpy": "y", "quick": True, "load_start": 0, "identities": 50,
+            "wall_s": 1.0}
+    meta["conclusions"] = ann.conclusions(runs + streamed)
+    ann.write_report(runs + streamed, tmp_path, meta)
+    report = json.loads((tmp_path / "ann_quick.json").read_text())
+    assert len(report["runs"]) == len(runs) + 2
+    assert "| hnsw" in (tmp_path / "ann_quick.md").read_text()
+    assert (tmp_path / "ann_quick_recall_qps.png").stat().st_size > 10_000
+
+
+def test_cli_has_the_options():
+    from rag.cli import build_parser
+
+    args = build_parser().parse_args(["index", "--vector-index", "hnsw", "--ef-search", "64", "--store", "milvus",
+                                      "--milvus-uri", "http://milvus:19530"])
+    assert (args.vector_index, args.ef_search, args.store, args.milvus_uri) == ("hnsw", 64, "milvus", "http://milvus:19530")
+    args = build_parser().parse_args(["bench", "ann", "--quick"])
+    assert args.suite == "ann" and args.quick
