@@ -177,12 +177,19 @@ class LlamaCppGenerator:
 
     def __init__(self, path: Path, model_id: str | None = None, threads: int = 0, n_ctx: int = 4096,
                  n_batch: int = 512, n_ubatch: int = 512, flash_attn: bool = False,
-                 speculative: str = "none", n_draft: int = 8):
+                 kv_type: str = "f16", speculative: str = "none", n_draft: int = 8):
+        # OpenMP workers that spin-wait between tokens collapse when another process wants a core:
+        # measured on 2 busy cores, 2 threads fell from ~13 to ~2-4 tok/s with the default policy.
+        # Read when the OpenMP runtime loads, i.e. on the first import of llama_cpp.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import llama_cpp
             from llama_cpp import Llama
         except ImportError:
             raise ModelNotInstalled("llama-cpp-python is not installed (pip install llama-cpp-python)") from None
+        kv_types = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
+        if kv_type not in kv_types:
+            raise ValueError(f"unknown KV cache type '{kv_type}' ({', '.join(kv_types)})")
         if speculative not in SPECULATIVE:
             raise ValueError(f"unknown speculative mode '{speculative}' ({', '.join(SPECULATIVE)})")
         self.model_id = model_id or str(path)
@@ -193,7 +200,7 @@ class LlamaCppGenerator:
         try:
             self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=self.threads, n_threads_batch=self.threads,
                              n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=flash_attn, verbose=False,
-                             logits_all=False)
+                             type_k=kv_types[kv_type], type_v=kv_types[kv_type], logits_all=False)
         except (ValueError, RuntimeError) as e:
             raise ModelNotInstalled(f"cannot load {path}: {e}") from None
         self._c = llama_cpp
@@ -242,6 +249,11 @@ class LlamaCppGenerator:
                 self._truncate(pos0)
                 raise GenerationError(f"llama_decode failed (code {rc}; context {self.n_ctx} tokens)")
             self._kv.extend(chunk)
+
+    def clear_cache(self) -> None:
+        """Forget the cached prompt (benchmarks use it to time a prompt from scratch)."""
+        with self._lock:
+            self._truncate(0)
 
     def _truncate(self, n: int) -> None:
         if n < len(self._kv):
