@@ -884,5 +884,6 @@ def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int 
         prevent_thread_lock=not block, show_error=False, ssr_mode=False, mcp_server=False, pwa=False,
         footer_links=(["api", "gradio"] if api else ["gradio"]), run_history=False,
         allowed_paths=[], blocked_paths=private, max_file_size=MAX_UPLOAD_BYTES,
+        enable_monitoring=False,  # gradio's default serves /monitoring/summary to anyone and prints its key
         theme=_theme(), css=CSS, head=HEAD)
     return demo
