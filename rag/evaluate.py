@@ -234,14 +234,29 @@ def data_dir() -> Path:
 
 
 def load_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSON Lines eval set; a bad row is reported by its line number, not as a trace."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise RagError(f"eval set not found: {path} (run from the repository root or set RAG_EVAL_DATA)") from None
-    try:
-        return [json.loads(line) for line in lines if line.strip()]
-    except ValueError as e:
-        raise RagError(f"{path}: invalid JSON Lines ({e})") from None
+    except UnicodeDecodeError as e:
+        raise RagError(f"{path}: not UTF-8 (invalid byte at offset {e.start}); re-save it as UTF-8") from None
+    rows, seen = [], {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise RagError(f"{path}:{n}: invalid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise RagError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+        if "id" in row:
+            if row["id"] in seen:
+                raise RagError(f"{path}:{n}: duplicate id {row['id']!r} (first on line {seen[row['id']]})")
+            seen[row["id"]] = n
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- scoring with a cache

@@ -454,3 +454,21 @@ def test_27_cli_batch_reports_bad_questions_and_answers_the_rest(monkeypatch, ca
     assert code == 0 and len(rows) == 4
     assert "answer" in rows[0] and "too long" in rows[1]["error"] and "empty question" in rows[2]["error"]
     assert "answer" in rows[3]
+
+
+# ---------------------------------------------------------------- #30 eval files
+
+@pytest.mark.parametrize("content,message", [
+    ('{"id": 1, "question": "q"}\n{"id": 2, "question": \n', r"q\.jsonl:2: invalid JSON"),
+    ('{"id": 1}\n\n["not", "an", "object"]\n', r"q\.jsonl:3: expected a JSON object, got list"),
+    ('{"id": 7}\n{"id": 8}\n{"id": 7}\n', r"q\.jsonl:3: duplicate id 7 \(first on line 1\)"),
+    ('{"id": 1, "question": "批归一化"}\n'.encode("gbk"), r"not UTF-8 \(invalid byte at offset \d+\)"),
+], ids=["malformed", "not-an-object", "duplicate-id", "gbk"])
+def test_30_bad_eval_rows_are_reported_by_line(tmp_path, content, message):
+    from rag.errors import RagError
+    from rag.evaluate import load_jsonl
+
+    p = tmp_path / "q.jsonl"
+    p.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(RagError, match=message):
+        load_jsonl(p)
