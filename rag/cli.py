@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("bench", parents=[common], help="speed and memory benchmarks")
-    s.add_argument("suite", nargs="?", default="all", help="all | generation | retrieval | ann")
+    s.add_argument("suite", nargs="?", default="all", help="all | generation | retrieval | tuning | ann")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
     s.add_argument("--quick", action="store_true", help="small sizes (for CI)")
     s.set_defaults(func=cmd_bench)
