@@ -50,9 +50,12 @@ GAP_RATIO = 0.5
 FORMATS = ("text", "letter")
 NORMS = ("sum", "mean", "pmi")
 SCORINGS = tuple(f"{f}-{n}" for f in FORMATS for n in NORMS)
-# Chosen by numbers from a full run (eval/results/mcq.md, "Scoring variants"), i.e. on this data.
-HEADLINE_SCORING = "letter-pmi"
+# Chosen by numbers on this same data (eval/results/mcq.md, "Scoring variants"): with the gap rule,
+# RAG text-sum 50% / 41% shuffled vs letter-sum and letter-pmi 41% / 31%, text-mean 16% (a per-token
+# gap of ln 2 admits almost everything), text-pmi 34% / 34%.
+HEADLINE_SCORING = "text-sum"
 SCORE_CACHE_VERSION = 1
+CONTENT_FREE = "N/A"
 OFF = 2.0  # a threshold no coverage share or cosine reaches: that signal never vouches for coverage
 # Options that point at other options ("以上都不正确", "选项A和B") keep their position when shuffling.
 _POSITIONAL = re.compile(r"以上|上述|都|均|全部|所有|选项\s*[A-J]|[A-J]\s*[和与、,，]\s*[A-J]|all of the above|none of",
@@ -378,14 +381,21 @@ def run_mcq(a, args, cache: ScoreCache) -> dict:
 
     retriever = Retriever(a.index(), a.embedder, candidates=a.settings.candidates, rrf_k=a.settings.rrf_k)
     prefix, delim = split_prefix(prompts.MCQ_ANSWER_PREFIX)
-    # Unconditional likelihood of every continuation ("domain conditional" PMI): the same template
-    # with question, options and passages left empty, scored once in one call.
+    # Likelihood of every continuation without content, for PMI: the same template with the question
+    # and n options replaced by "N/A" (content-free input, as in contextual calibration). For letters
+    # this is the model's prior for each position given n options; for texts, the prior of the string.
     orders = {it["id"]: shuffle_options(it["options"], it["answer"], random.Random(f"{SHUFFLE_SEED}:{it['id']}"))
               for it in items}
-    all_conts = sorted({c for it in items for o_list in (it["options"], [it["options"][j] for j in orders[it["id"]][0]])
-                        for fmt in FORMATS for c in _continuations(o_list, fmt, delim)})
-    uncond_raw = cache.score(gen, _mcq_messages("", [], None), prefix, all_conts) if all_conts else []
-    uncond = {c: s for c, (s, _) in zip(all_conts, uncond_raw)}
+    by_n: dict[int, set[str]] = defaultdict(set)
+    for it in items:
+        for o_list in (it["options"], [it["options"][j] for j in orders[it["id"]][0]]):
+            for fmt in FORMATS:
+                by_n[len(o_list)].update(_continuations(o_list, fmt, delim))
+    uncond: dict[tuple[int, str], float] = {}
+    for n, conts in sorted(by_n.items()):
+        conts = sorted(conts)
+        raw = cache.score(gen, _mcq_messages(CONTENT_FREE, [CONTENT_FREE] * n, None), prefix, conts)
+        uncond.update({(n, c): s for c, (s, _) in zip(conts, raw)})
 
     rows = []
     t_start = time.perf_counter()
@@ -413,7 +423,7 @@ def run_mcq(a, args, cache: ScoreCache) -> dict:
                     conts = _continuations(o_list, fmt, delim)
                     raw = cache.score(gen, _mcq_messages(q, o_list, ctx), prefix, conts)
                     entry[f"raw-{fmt}"] = raw
-                    entry.update(_variants(fmt, raw, [uncond[c] for c in conts]))
+                    entry.update(_variants(fmt, raw, [uncond[(len(conts), c)] for c in conts]))
                 if order == "shuffled":  # every list back to the original option order
                     for key, vals in entry.items():
                         back = [None] * len(opts)
@@ -428,7 +438,7 @@ def run_mcq(a, args, cache: ScoreCache) -> dict:
         rows.append(row)
         bar.set_postfix_str(f"{row['seconds']:.1f}s/item")
     bar.close()
-    return summarize_mcq(rows, unconditional_continuations=len(all_conts), k=k, excluded=excluded,
+    return summarize_mcq(rows, unconditional_continuations=len(uncond), k=k, excluded=excluded,
                          seconds=time.perf_counter() - t_start, model=getattr(gen, "model_id", "?"),
                          embedder=a.settings.embedder)
 
@@ -470,7 +480,8 @@ def summarize_mcq(rows: list[dict], **meta) -> dict:
         for r in rows:
             for g in key(r):
                 groups[g].append(r)
-        return {g: {"n": len(rs), "rag": sum(r["correct"]["rag/original"] for r in rs) / len(rs),
+        return {g: {"n": len(rs), "ids": [r["id"] for r in rs],
+                    "rag": sum(r["correct"]["rag/original"] for r in rs) / len(rs),
                     "closed": sum(r["correct"]["closed/original"] for r in rs) / len(rs),
                     "baseline": sum(r["baseline"]["expected_exact"] for r in rs) / len(rs)}
                 for g, rs in sorted(groups.items())}
@@ -697,8 +708,8 @@ def mcq_markdown(r: dict) -> str:
            "## Scoring variants (exact match; Jaccard in brackets)", "",
            "`text` = the option's text is the scored continuation, `letter` = its letter alone (the model "
            "answers \"B. text\"; one token, so sum = mean). `sum` = total log-prob, `mean` = per token, `pmi` = "
-           "sum minus the same continuation's log-prob with question, options and passages blanked "
-           "(domain-conditional PMI; for letters: the model's prior for each letter). `top1` = single best "
+           "sum minus the same continuation's log-prob when the question and the n options are \"N/A\" "
+           "(content-free calibration; for letters: the model's prior for each position). `top1` = single best "
            "option; `gap` = the multi-answer rule above.", "",
            "| scoring | RAG | RAG shuffled | closed-book | closed-book shuffled |", "|---|---|---|---|---|"]
     for sc in SCORINGS:
@@ -813,11 +824,20 @@ def answers_markdown(r: dict) -> str:
 # ---------------------------------------------------------------- plots
 
 def _cjk_font() -> str | None:
-    from matplotlib import font_manager
+    """A font with Chinese glyphs, if the system has one (else labels fall back to ASCII and item ids)."""
+    from matplotlib import font_manager as fm
 
-    for f in font_manager.fontManager.ttflist:
-        if any(s in f.name for s in ("CJK", "WenQuanYi", "Hei", "Droid Sans Fallback", "Source Han", "Song")):
+    for f in fm.fontManager.ttflist:
+        if any(s in f.name for s in ("CJK SC", "WenQuanYi", "Droid Sans Fallback", "Source Han Sans")):
             return f.name
+    # matplotlib's font cache may predate a font installed later
+    files = [p for p in fm.findSystemFonts() if any(k in Path(p).name.lower() for k in ("cjk", "wqy", "fallback"))]
+    for path in sorted(files, key=lambda p: ("Sans" not in p, p)):
+        try:
+            fm.fontManager.addfont(path)
+            return fm.FontProperties(fname=path).get_name()
+        except (OSError, RuntimeError, ValueError):
+            continue
     return None
 
 
@@ -832,13 +852,14 @@ def plot_mcq(r: dict, path: Path) -> None:
         plt.rcParams["font.sans-serif"] = [font, "DejaVu Sans"]
     cats = r["by_category"]
     names = list(cats)
-    labels = names if font else [n.encode("ascii", "ignore").decode().strip() or f"cat{i}" for i, n in enumerate(names)]
+    labels = [n if font else n.encode("ascii", "ignore").decode().strip() for n in names]
+    labels = [f"{lab} Q{','.join(map(str, cats[n]['ids']))}" for lab, n in zip(labels, names)]
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(names) + 1.5))
     y = range(len(names))
     ax.barh([i + 0.2 for i in y], [cats[n]["rag"] for n in names], height=0.4, label="RAG")
     ax.barh([i - 0.2 for i in y], [cats[n]["closed"] for n in names], height=0.4, label="closed-book")
     ax.set_yticks(list(y))
-    ax.set_yticklabels([f"{lab} (n={cats[n]['n']})" for lab, n in zip(labels, names)], fontsize=7)
+    ax.set_yticklabels(labels, fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_xlabel("exact-match accuracy")
     ax.set_title(f"MCQ accuracy by category (RAG {r['headline']['rag_original']:.0%}, "
