@@ -177,7 +177,7 @@ def loop(runs: int, seed: int = 0, workdir: Path | None = None, log=print) -> di
         raise SystemExit(f"initial build failed: {res.stderr[-2000:]}")
     build_s, n_steps = measure(corpus, index_dir)
     log(f"baseline: build {build_s:.2f}s after start-up, {n_steps} filesystem steps")
-    stats = {"runs": 0, "killed_by_time": 0, "killed_at_step": 0, "finished_before_kill": 0,
+    stats = {"runs": 0, "killed_by_time": 0, "killed_at_step": 0, "finished_before_kill": 0, "failed_without_kill": 0,
              "served_previous": 0, "served_new": 0, "tmp_left_after_kill": 0, "corruptions": 0,
              "failed_next_builds": 0, "tmp_left_after_next_build": 0, "kill_delays": [], "steps_hit": [],
              "problems": []}
@@ -199,11 +199,14 @@ def loop(runs: int, seed: int = 0, workdir: Path | None = None, log=print) -> di
             proc.send_signal(signal.SIGKILL)
         else:
             stats["steps_hit"].append(int(extra[1]))
-        proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         killed = proc.returncode == -signal.SIGKILL
         stats["runs"] += 1
-        if not killed:
+        if not killed and proc.returncode == 0:
             stats["finished_before_kill"] += 1
+        elif not killed:  # the build itself failed: a bug, not a kill
+            stats["failed_without_kill"] += 1
+            stats["problems"].append(f"run {i}: build failed without a kill (rc={proc.returncode}): {err[-300:]}")
         else:
             stats["killed_at_step" if by_step else "killed_by_time"] += 1
         stats["tmp_left_after_kill"] += bool(leftovers(index_dir))
@@ -249,9 +252,10 @@ def report_md(s: dict) -> str:
         f"| runs | {s['runs']} |",
         f"| killed after a random delay | {s['killed_by_time']} |",
         f"| killed just before a filesystem step | {s['killed_at_step']} |",
-        f"| finished before the kill | {s['finished_before_kill']} |",
+        f"| finished (exit 0) before the kill | {s['finished_before_kill']} |",
+        f"| failed without being killed | {s['failed_without_kill']} |",
         f"| previous generation served after the kill | {s['served_previous']} |",
-        f"| new generation served after the kill (kill after the swap) | {s['served_new']} |",
+        f"| new generation served (build finished, or killed after the swap) | {s['served_new']} |",
         f"| `*.tmp` left by the kill (removed by the next run) | {s['tmp_left_after_kill']} |",
         f"| **corruptions** (CURRENT not loadable, checksum, crash, no answer) | **{s['corruptions']}** |",
         f"| next build failed or new note not retrievable | {s['failed_next_builds']} |",
@@ -281,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "killloop.json").write_text(json.dumps(stats, ensure_ascii=False, indent=1) + "\n")
         (args.out / "killloop.md").write_text(report_md(stats))
         print(f"report: {args.out / 'killloop.md'}")
-    return 0 if stats["corruptions"] == 0 and stats["failed_next_builds"] == 0 else 1
+    return 0 if not (stats["corruptions"] or stats["failed_next_builds"] or stats["failed_without_kill"]) else 1
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ def test_F1_kill_loop_reduced(tmp_path):
     stats = killloop.loop(int(os.environ.get("KILLLOOP_RUNS", "4")), seed=int(time.time()), workdir=tmp_path,
                           log=lambda m: None)
     assert stats["corruptions"] == 0 and stats["failed_next_builds"] == 0, stats["problems"]
+    assert stats["failed_without_kill"] == 0, stats["problems"]
     assert stats["tmp_left_after_next_build"] == 0
 
 
