@@ -292,7 +292,7 @@ def run_worker(job: dict, label: str) -> dict:
         with OtherLoad() as load:
             t_spawn = time.time()
             proc = subprocess.run([sys.executable, "-m", "rag.bench", "--worker", f.name, str(t_spawn)],
-                                  stdout=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, text=True, env={**os.environ, **job.get("env", {})})
         if proc.returncode != 0:
             return {"label": label, "error": f"worker exited with {proc.returncode}"}
         res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -499,14 +499,15 @@ def _common_prefix(a: str, b: str) -> dict:
 
 # ---------------------------------------------------------------- tuning suite
 
-TUNING = [  # (label, threads, options)
-    ("2 threads, ubatch 512", 2, {}),
-    ("1 thread, ubatch 512", 1, {}),
-    ("2 threads, ubatch 256", 2, {"n_batch": 256, "n_ubatch": 256}),
-    ("2 threads, ubatch 128", 2, {"n_batch": 512, "n_ubatch": 128}),
-    ("2 threads, batch 1024", 2, {"n_batch": 1024, "n_ubatch": 1024}),
-    ("2 threads, flash attention", 2, {"flash_attn": True}),
-    ("2 threads, flash attention, KV q8_0", 2, {"flash_attn": True, "kv_type": "q8_0"}),
+TUNING = [  # (label, threads, generator options, environment)
+    ("2 threads, ubatch 512 (default)", 2, {}, {}),
+    ("1 thread", 1, {}, {}),
+    ("2 threads, OpenMP busy-wait (OMP_WAIT_POLICY=ACTIVE)", 2, {}, {"OMP_WAIT_POLICY": "ACTIVE"}),
+    ("2 threads, ubatch 256", 2, {"n_batch": 256, "n_ubatch": 256}, {}),
+    ("2 threads, ubatch 128", 2, {"n_batch": 512, "n_ubatch": 128}, {}),
+    ("2 threads, batch 1024", 2, {"n_batch": 1024, "n_ubatch": 1024}, {}),
+    ("2 threads, flash attention", 2, {"flash_attn": True}, {}),
+    ("2 threads, flash attention, KV q8_0", 2, {"flash_attn": True, "kv_type": "q8_0"}, {}),
 ]
 
 
@@ -517,11 +518,11 @@ def bench_tuning(settings, quick: bool) -> dict:
     base = {"spec": settings.generator, "cache_dir": str(settings.cache_dir), "backend": "llama.cpp",
             "messages": inputs["messages"][:1] * reps, "n_gen": 16 if quick else 64, "fresh": True}
     rows = []
-    for label, threads, opts in TUNING[:2] if quick else TUNING:
-        r = run_worker({**base, "label": label, "threads": threads, "options": opts}, label)
+    for label, threads, opts, env in TUNING[:2] if quick else TUNING:
+        r = run_worker({**base, "label": label, "threads": threads, "options": opts, "env": env}, label)
         runs = r.get("runs", [])
         # best of the repeats: other processes on a shared machine only ever slow a run down
-        rows.append({"label": label, "threads": threads, "options": opts, "error": r.get("error"),
+        rows.append({"label": label, "threads": threads, "options": opts, "env": env, "error": r.get("error"),
                      "prefill_tps": max((x["prefill_tps"] or 0 for x in runs), default=None),
                      "gen_tps": max((x["gen_tps"] or 0 for x in runs), default=None),
                      "ttft_s": min((x["ttft_s"] for x in runs), default=None),
