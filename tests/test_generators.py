@@ -103,6 +103,14 @@ def test_max_tokens_and_eos_stop_inside_a_draft():
         assert len(got) == limit
 
 
+def test_common_prefix():
+    from rag.generators import common_prefix
+
+    assert common_prefix([1, 2, 3], (1, 2, 4)) == 2
+    assert common_prefix([], [1]) == 0
+    assert common_prefix([5, 6], [5, 6, 7]) == 2
+
+
 def test_log_softmax_at():
     import math
 
@@ -128,7 +136,8 @@ def llama():
 
 
 RAG_MESSAGES = [
-    {"role": "system", "content": "只根据资料回答，并注明资料编号。"},
+    {"role": "system", "content": "你是深度学习面试助手。只根据下面给出的资料回答问题，不要使用资料以外的知识。"
+                                  "先用一句话直接回答问题，再用一两句话解释原因。每句话末尾用方括号注明依据的资料编号。"},
     {"role": "user", "content": "资料:\n[1] Dropout 只在训练时随机丢弃神经元；测试时关闭 Dropout，使用完整的网络。\n\n"
                                 "问题: 测试的时候要用 Dropout 吗？"},
 ]
@@ -142,6 +151,22 @@ def test_llama_stream_produces_text_and_reuses_the_prompt_cache(llama):
     again = "".join(llama.stream(RAG_MESSAGES, max_tokens=24))
     assert llama.stats["cached_tokens"] == llama.stats["prompt_tokens"] - 1
     assert again.strip()
+
+
+@pytest.mark.slow
+def test_llama_snapshot_keeps_the_shared_prefix_across_a_different_prompt(llama):
+    """Answer, then a rewrite prompt (different system prompt), then another answer: the second
+    answer restores the first one's keys/values for the shared system prompt."""
+    llama.clear_cache()
+    list(llama.stream(RAG_MESSAGES, max_tokens=4))
+    list(llama.stream([{"role": "system", "content": "把追问改写成独立的问题。"},
+                       {"role": "user", "content": "那训练的时候呢？"}], max_tokens=4))
+    follow = [RAG_MESSAGES[0], {"role": "user", "content": "资料:\n[1] 训练时 Dropout 随机丢弃神经元。\n\n问题: 训练时呢？"}]
+    with_cache = "".join(llama.stream(follow, max_tokens=16))
+    assert llama.stats["cached_tokens"] >= 40  # the system prompt, from the snapshot
+    llama.clear_cache()
+    assert "".join(llama.stream(follow, max_tokens=16)) == with_cache
+    assert llama.stats["cached_tokens"] == 0
 
 
 @pytest.mark.slow
