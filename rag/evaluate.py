@@ -270,8 +270,9 @@ class ScoreCache:
 
     def __init__(self, path: Path | None):
         self.path = path
+        self._fresh: set[str] = set()
         self.data: dict[str, list] = {}
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.repeats = 0  # hits: from disk; repeats: same call earlier in this run
         if path and path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -285,11 +286,15 @@ class ScoreCache:
             [SCORE_CACHE_VERSION, type(gen).__name__, getattr(gen, "backend", ""), getattr(gen, "model_id", ""),
              messages, prefix, list(continuations)], ensure_ascii=False).encode()).hexdigest()
         if key in self.data:
-            self.hits += 1
+            if key in self._fresh:
+                self.repeats += 1
+            else:
+                self.hits += 1
             return [tuple(x) for x in self.data[key]]
         self.misses += 1
         result = [(float(s), int(n)) for s, n in gen.score(messages, prefix, continuations)]
         self.data[key] = result
+        self._fresh.add(key)
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
@@ -878,9 +883,11 @@ def plot_retrieval(r: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ks = list(range(1, MAX_K + 1))
+    colors = dict(zip(MODES, ("tab:orange", "tab:green", "tab:blue")))
     for key, curve in r["curves"].items():
         mode, group = key.split("/")
-        ax.plot(ks, curve, marker="o", linestyle="-" if group == "paraphrase" else "--", label=f"{mode} ({group})")
+        ax.plot(ks, curve, marker="o", color=colors[mode], linestyle="-" if group == "paraphrase" else "--",
+                label=f"{mode} ({group})")
     ax.set_xlabel("k")
     ax.set_ylabel("hit@k")
     ax.set_xticks(ks)
@@ -956,7 +963,7 @@ def main(args, assistant) -> int:
             t0 = time.perf_counter()
             if suite == "mcq":
                 r = run_mcq(a, args, cache)
-                r["meta"]["score_cache"] = {"hits": cache.hits, "misses": cache.misses}
+                r["meta"]["score_cache"] = {"from_disk": cache.hits, "scored": cache.misses, "repeated": cache.repeats}
                 (out / "mcq.md").write_text(mcq_markdown(r), encoding="utf-8")
                 plot_mcq(r, out / "mcq_by_category.png")
                 h = r["headline"]
@@ -964,7 +971,7 @@ def main(args, assistant) -> int:
                            f"{_pct(h['closed_original'])}, retrieval-only {_pct(h['retrieval_only_baseline'])}, "
                            f"chance {_pct(h['chance'])}")
                 if cache.hits:
-                    summary += f" [{cache.hits} of {cache.hits + cache.misses} LLM scorings from the cache]"
+                    summary += f" [{cache.hits} of {cache.hits + cache.misses + cache.repeats} LLM scorings from the cache]"
             elif suite == "retrieval":
                 r = run_retrieval(a, args)
                 (out / "retrieval.md").write_text(retrieval_markdown(r), encoding="utf-8")
