@@ -62,7 +62,7 @@ class Chunk:
 class ChunkerSettings:
     chunk_size: int = 400
     chunk_overlap: int = 40
-    version: int = 1  # bump when the unit rules change: the manifest then forces a re-chunk
+    version: int = 2  # bump when the unit rules change: the manifest then forces a re-chunk
 
     def to_dict(self) -> dict:
         return asdict(self)
