@@ -154,33 +154,22 @@ def gguf_bytes_per_token(path: Path, context: int) -> dict:
 
 
 class OtherLoad:
-    """CPU time used by *other* processes while measuring (in cores): /proc/stat busy time minus ours."""
+    """CPU time used by *other* processes while measuring (in cores): /proc/stat busy time minus ours
+    (our subprocesses included)."""
 
     def __enter__(self):
-        self.t = time.monotonic()
-        self.busy = self._busy()
-        self.own = self._own()
+        from .generators import cpu_busy_seconds, own_cpu_seconds
+
+        self._busy, self._own = cpu_busy_seconds, lambda: own_cpu_seconds(children=True)
+        self.t, self.busy, self.own = time.monotonic(), self._busy(), self._own()
         return self
 
     def __exit__(self, *exc):
         wall = time.monotonic() - self.t
         busy, own = self._busy(), self._own()
-        self.cores = None if busy is None or wall <= 0 else max(0.0, ((busy - self.busy) - (own - self.own)) / wall)
+        self.cores = (None if busy is None or self.busy is None or wall <= 0
+                      else max(0.0, ((busy - self.busy) - (own - self.own)) / wall))
         return False
-
-    @staticmethod
-    def _own() -> float:
-        s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = f[3] + (f[4] if len(f) > 4 else 0)
-        return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -356,7 +345,7 @@ def _timed_stream(gen, messages: list[dict], n_gen: int) -> dict:
     return {"prompt_tokens": st.get("prompt_tokens"), "cached_tokens": st.get("cached_tokens", 0),
             "ttft_s": round(first if first is not None else total, 3), "total_s": round(total, 3),
             "prefill_tps": _r(_rate(st.get("prompt_tokens", 0) - st.get("cached_tokens", 0), st.get("prefill_s"))),
-            "gen_tokens": n, "gen_tps": _r(_rate(n - 1, st.get("gen_s"))),
+            "gen_tokens": n, "gen_tps": _r(_rate(n - 1, st.get("gen_s"))), "threads": st.get("threads"),
             "drafted": st.get("drafted"), "accepted": st.get("accepted"), "text": "".join(parts)}
 
 
@@ -499,15 +488,19 @@ def _common_prefix(a: str, b: str) -> dict:
 
 # ---------------------------------------------------------------- tuning suite
 
-TUNING = [  # (label, threads, generator options, environment)
-    ("2 threads, ubatch 512 (default)", 2, {}, {}),
-    ("1 thread", 1, {}, {}),
-    ("2 threads, OpenMP busy-wait (OMP_WAIT_POLICY=ACTIVE)", 2, {}, {"OMP_WAIT_POLICY": "ACTIVE"}),
-    ("2 threads, ubatch 256", 2, {"n_batch": 256, "n_ubatch": 256}, {}),
-    ("2 threads, ubatch 128", 2, {"n_batch": 512, "n_ubatch": 128}, {}),
-    ("2 threads, batch 1024", 2, {"n_batch": 1024, "n_ubatch": 1024}, {}),
-    ("2 threads, flash attention", 2, {"flash_attn": True}, {}),
-    ("2 threads, flash attention, KV q8_0", 2, {"flash_attn": True, "kv_type": "q8_0"}, {}),
+TUNING = [  # (label, threads (0 = auto), generator options, environment, a competing busy process?)
+    ("auto threads (default)", 0, {}, {}, False),
+    ("2 threads", 2, {}, {}, False),
+    ("1 thread", 1, {}, {}, False),
+    ("2 threads, OMP_WAIT_POLICY=PASSIVE", 2, {}, {"OMP_WAIT_POLICY": "PASSIVE"}, False),
+    ("2 threads, ubatch 256", 2, {"n_batch": 256, "n_ubatch": 256}, {}, False),
+    ("2 threads, ubatch 128", 2, {"n_batch": 512, "n_ubatch": 128}, {}, False),
+    ("2 threads, batch 1024", 2, {"n_batch": 1024, "n_ubatch": 1024}, {}, False),
+    ("2 threads, flash attention", 2, {"flash_attn": True}, {}, False),
+    ("2 threads, flash attention, KV q8_0", 2, {"flash_attn": True, "kv_type": "q8_0"}, {}, False),
+    ("auto threads, one core kept busy by another process", 0, {}, {}, True),
+    ("2 threads, one core kept busy by another process", 2, {}, {}, True),
+    ("1 thread, one core kept busy by another process", 1, {}, {}, True),
 ]
 
 
@@ -518,11 +511,19 @@ def bench_tuning(settings, quick: bool) -> dict:
     base = {"spec": settings.generator, "cache_dir": str(settings.cache_dir), "backend": "llama.cpp",
             "messages": inputs["messages"][:1] * reps, "n_gen": 16 if quick else 64, "fresh": True}
     rows = []
-    for label, threads, opts, env in TUNING[:2] if quick else TUNING:
-        r = run_worker({**base, "label": label, "threads": threads, "options": opts, "env": env}, label)
+    for label, threads, opts, env, busy in [TUNING[0], TUNING[-1]] if quick else TUNING:
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        try:
+            r = run_worker({**base, "label": label, "threads": threads, "options": opts, "env": env}, label)
+        finally:
+            if burner:
+                burner.kill()
+                burner.wait()
         runs = r.get("runs", [])
         # best of the repeats: other processes on a shared machine only ever slow a run down
-        rows.append({"label": label, "threads": threads, "options": opts, "env": env, "error": r.get("error"),
+        rows.append({"label": label, "threads": threads, "options": opts, "env": env, "competing_process": busy,
+                     "threads_used": sorted({x.get("threads") for x in runs if x.get("threads")}),
+                     "error": r.get("error"),
                      "prefill_tps": max((x["prefill_tps"] or 0 for x in runs), default=None),
                      "gen_tps": max((x["gen_tps"] or 0 for x in runs), default=None),
                      "ttft_s": min((x["ttft_s"] for x in runs), default=None),
@@ -554,7 +555,8 @@ def render_markdown(report: dict) -> str:
              f"memory copy bandwidth {bw.get('copy_gbs_1t', '?')} GB/s (1 thread), {bw.get('copy_gbs_2t', '?')} GB/s "
              f"(2 threads). Run {m.get('date', '?')}, load average {m.get('loadavg', '?')}.", "",
              "The machine is shared: *other load* is the CPU (in cores) other processes used during a "
-             "measurement. Anything above ~0.2 slows llama.cpp disproportionately (its threads wait for each other).", ""]
+             "measurement. A busy core slows llama.cpp with 2 threads disproportionately (its threads wait for "
+             "each other after every operation); with `threads=0` (auto) the generator then uses fewer threads.", ""]
     g = report.get("generation")
     if g:
         s = g.get("summary", {})
@@ -613,13 +615,14 @@ def render_markdown(report: dict) -> str:
     t = report.get("tuning")
     if t:
         lines += [f"## llama.cpp options — best of {t['repeats']} (prompt from scratch each time)", "",
-                  "| configuration | prompt tok/s | generation tok/s | first token | same text | other load |",
-                  "|---|---|---|---|---|---|"]
+                  "| configuration | threads used | prompt tok/s | generation tok/s | first token | same text | other load |",
+                  "|---|---|---|---|---|---|---|"]
         for r in t["rows"]:
             if r.get("error"):
-                lines.append(f"| {r['label']} | error: {r['error']} | | | | |")
+                lines.append(f"| {r['label']} | error: {r['error']} | | | | | |")
                 continue
-            lines.append(f"| {r['label']} | {_fmt(r['prefill_tps'])} | {_fmt(r['gen_tps'])} | {_fmt(r['ttft_s'], ' s', 2)} "
+            used = ", ".join(map(str, r.get("threads_used") or [])) or "—"
+            lines.append(f"| {r['label']} | {used} | {_fmt(r['prefill_tps'])} | {_fmt(r['gen_tps'])} | {_fmt(r['ttft_s'], ' s', 2)} "
                          f"| {_fmt(r['same_text_as_first'])} | {_fmt(r['other_load_cores'], '', 2)} |")
         lines.append("")
     r = report.get("retrieval")

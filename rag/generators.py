@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import ctypes
 import json
+import math
 import os
 import threading
 import time
@@ -96,6 +97,60 @@ def physical_cores() -> int:
         except OSError:
             cores.add(("?", str(c)))
     return max(1, len(cores))
+
+
+def cpu_busy_seconds() -> float | None:
+    """CPU time all processes have spent busy since boot (Linux /proc/stat), in core-seconds."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(v[:8]) - v[3] - (v[4] if len(v) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds(children: bool = False) -> float:
+    t = os.times()
+    return t.user + t.system + ((t.children_user + t.children_system) if children else 0.0)
+
+
+class CpuWatch:
+    """Cores other processes kept busy since the previous call (busy time minus our own)."""
+
+    MIN_WINDOW = 0.25  # shorter windows hold too few clock ticks (10 ms each) to say anything
+
+    def __init__(self):
+        self._measured = False
+        self._mark()
+
+    def _mark(self) -> None:
+        self.t, self.busy, self.own = time.monotonic(), cpu_busy_seconds(), own_cpu_seconds()
+
+    def others(self) -> float | None:
+        """None when the window is too short or /proc/stat is unavailable (then keep the last choice).
+        The first call waits out the minimum window: a model loaded for the first question has no
+        other estimate, and a wrong guess there costs seconds."""
+        left = self.MIN_WINDOW - (time.monotonic() - self.t)
+        if left > 0:
+            if self._measured:
+                return None
+            time.sleep(left)
+        self._measured = True
+        t, busy, own = self.t, self.busy, self.own
+        self._mark()
+        if busy is None or self.busy is None:
+            return None
+        return max(0.0, (self.busy - busy) - (self.own - own)) / (self.t - t)
+
+
+def choose_threads(cores: int, others: float | None, current: int) -> int:
+    """Threads for the next request. llama.cpp's threads meet at a barrier after every operation; when
+    another process holds a core, one thread waits for a descheduled partner at each of them.
+    Measured with 2 threads on 2 cores: ~28 tok/s idle, but 1-4 tok/s with another busy process,
+    where 1 thread still made 12-19 tok/s. So leave every core another process is using."""
+    if others is None:
+        return current
+    return max(1, min(cores, cores - math.ceil(others - 0.5)))
 
 
 # ---------------------------------------------------------------- decoding helpers (pure, unit-tested)
@@ -191,10 +246,6 @@ class LlamaCppGenerator:
     def __init__(self, path: Path, model_id: str | None = None, threads: int = 0, n_ctx: int = 4096,
                  n_batch: int = 512, n_ubatch: int = 512, flash_attn: bool = False,
                  kv_type: str = "f16", speculative: str = "none", n_draft: int = 8):
-        # OpenMP workers that spin-wait between tokens collapse when another process wants a core:
-        # measured on 2 busy cores, 2 threads fell from ~13 to ~2-4 tok/s with the default policy.
-        # Read when the OpenMP runtime loads, i.e. on the first import of llama_cpp.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -207,7 +258,12 @@ class LlamaCppGenerator:
             raise ValueError(f"unknown speculative mode '{speculative}' ({', '.join(SPECULATIVE)})")
         self.model_id = model_id or str(path)
         self.path = Path(path)
-        self.threads = threads or physical_cores()
+        # threads=0: all cores while the machine is otherwise idle, fewer while other processes keep
+        # cores busy (see choose_threads); an explicit count is used as given.
+        self.auto_threads = not threads
+        self.cores = physical_cores()
+        self.threads = threads or self.cores
+        self._cpu = CpuWatch()
         self.speculative = speculative
         self.n_draft = n_draft
         try:
@@ -263,6 +319,14 @@ class LlamaCppGenerator:
                 self._truncate(pos0)
                 raise GenerationError(f"llama_decode failed (code {rc}; context {self.n_ctx} tokens)")
             self._kv.extend(chunk)
+
+    def _set_threads(self) -> None:
+        if not self.auto_threads:
+            return
+        n = choose_threads(self.cores, self._cpu.others(), self.threads)
+        if n != self.threads:
+            self._c.llama_set_n_threads(self._ctx.ctx, n, n)
+            self.threads = n
 
     def clear_cache(self) -> None:
         """Forget the cached prompt (benchmarks use it to time a prompt from scratch)."""
@@ -333,9 +397,11 @@ class LlamaCppGenerator:
         """Greedy tokens after `prompt` (the caller holds the lock)."""
         import numpy as np
 
+        self._set_threads()
         t0 = time.perf_counter()
         st = self.stats = {"prompt_tokens": len(prompt), "cached_tokens": self._prefill(prompt),
-                           "gen_tokens": 0, "drafted": 0, "accepted": 0, "decode_calls": 0}
+                           "gen_tokens": 0, "drafted": 0, "accepted": 0, "decode_calls": 0,
+                           "threads": self.threads}
         st["prefill_s"] = time.perf_counter() - t0
         first = int(np.argmax(self._logits(-1)))
 
@@ -381,6 +447,7 @@ class LlamaCppGenerator:
         prompt = self.prompt_tokens(messages, prefix)
         out = []
         with self._lock:
+            self._set_threads()
             t0 = time.perf_counter()
             cached = self._prefill(prompt)
             base = np.array(self._logits(-1), dtype=np.float64)
@@ -404,7 +471,7 @@ class LlamaCppGenerator:
                     self._truncate(n0)
                 out.append((total, len(ctoks)))
             self.stats = {"prompt_tokens": len(prompt), "cached_tokens": cached, "continuation_tokens": n_eval,
-                          "score_s": time.perf_counter() - t0}
+                          "score_s": time.perf_counter() - t0, "threads": self.threads}
         return out
 
 

@@ -122,6 +122,31 @@ def test_physical_cores_is_positive():
     assert physical_cores() >= 1
 
 
+def test_choose_threads_leaves_the_cores_other_processes_use():
+    from rag.generators import choose_threads
+
+    assert choose_threads(2, None, 1) == 1  # no measurement: keep the current choice
+    assert [choose_threads(2, x, 2) for x in (0.0, 0.4, 0.7, 1.2, 3.0)] == [2, 2, 1, 1, 1]
+    assert choose_threads(8, 2.3, 8) == 6
+
+
+def test_cpu_watch_reports_other_load(monkeypatch):
+    import rag.generators as g
+
+    clock = {"t": 100.0, "busy": 50.0, "own": 1.0}
+    monkeypatch.setattr(g.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(g.time, "sleep", lambda s: clock.update(t=clock["t"] + s))
+    monkeypatch.setattr(g, "cpu_busy_seconds", lambda: clock["busy"])
+    monkeypatch.setattr(g, "own_cpu_seconds", lambda children=False: clock["own"])
+    w = g.CpuWatch()
+    clock.update(busy=50.2, own=1.1)
+    assert w.others() == pytest.approx(0.4)  # first call waits out the 0.25 s window: (0.2 - 0.1) / 0.25
+    clock.update(t=clock["t"] + 0.1)
+    assert w.others() is None  # too short a window after that
+    clock.update(t=clock["t"] + 1.9, busy=52.2, own=1.6)
+    assert w.others() == pytest.approx((2.0 - 0.5) / 2.0)
+
+
 # ---------------------------------------------------------------- real models (slow)
 
 SPEC = "packaged:qwen2.5-coder-1.5b-instruct"
