@@ -412,9 +412,10 @@ class LlamaCppGenerator:
         def drop(n: int) -> None:
             self._truncate(len(self._kv) - n)
 
-        propose = None
-        if self.speculative == "prompt-lookup":
-            propose = lambda history, n: lookup_draft(history, n_draft=min(self.n_draft, n))  # noqa: E731
+        def lookup(history: list[int], n: int) -> list[int]:
+            return lookup_draft(history, n_draft=min(self.n_draft, n))
+
+        propose = lookup if self.speculative == "prompt-lookup" else None
         limit = min(max_tokens, self.n_ctx - len(prompt) - self.n_draft - 1)
         t1 = time.perf_counter()
         try:

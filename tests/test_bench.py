@@ -27,7 +27,7 @@ def fake_generation(tmp_path):
           "score": {"seconds": 30.0, "logprobs": [-1.1, -3.2, -9.0, -7.4], "tokens": [2, 3, 4, 4]}}
     plain = {"runs": [run("a b c", 20.0, n=100), run("d e f", 20.0, n=100)]}
     lookup = {"runs": [run("a b c", 30.0, n=100, drafted=50, accepted=40), run("d e X", 25.0, n=100, drafted=50, accepted=20)]}
-    one = {"threads": 1, "runs": [run("x", 14.0, prefill=60.0), run("y", 15.0)]}
+    one = {"threads": 1, "runs": [dict(run("x", 14.0, prefill=60.0), threads=1), run("y", 15.0)]}
     model = tmp_path / "missing.gguf"
     res = {"model": "packaged:test", "model_file": str(model), "quick": False, "n_gen_llama": 128,
            "n_gen_transformers": 32, "questions": ["q1", "q2"], "mcq": {}, "runs": {
@@ -58,8 +58,16 @@ def test_summary_ratios_targets_and_speculation(tmp_path):
     assert pl["identical_texts"] == 1 and pl["texts"] == 2
     assert pl["acceptance"] == 0.6 and pl["speedup"] > 1
     assert pl["first_diff"] == [{"common_chars": 4, "of": 5}]
-    assert s["threads"]["1"]["gen_tps"] == 14.5 and s["threads"]["2"]["gen_tps"] == 21.0
+    assert s["threads"]["1"]["gen_tps"] == 14.5 and s["threads"]["auto"]["gen_tps"] == 21.0
     assert "error" in s["physical_limit"]  # the model file does not exist here
+
+
+def test_least_disturbed_round_wins():
+    tries = [{"label": "x", "other_load_cores": 0.9, "runs": [1]}, {"label": "x", "error": "boom"},
+             {"label": "x", "other_load_cores": 0.1, "runs": [2]}]
+    best = bench.pick_least_disturbed(tries)
+    assert best["runs"] == [2] and best["rounds_other_load"] == [0.9, None, 0.1]
+    assert "error" in bench.pick_least_disturbed([{"error": "boom"}])
 
 
 def test_markdown_report_has_every_section(tmp_path):

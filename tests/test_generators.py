@@ -4,7 +4,13 @@ import random
 
 import pytest
 
-from rag.generators import accept_draft, greedy_decode, log_softmax_at, lookup_draft, physical_cores
+from rag.generators import (
+    accept_draft,
+    greedy_decode,
+    log_softmax_at,
+    lookup_draft,
+    physical_cores,
+)
 
 EOS = 0
 
