@@ -57,8 +57,8 @@ def paced_generator(token_delay: float):
     class PacedGenerator(FakeGenerator):
         """The fake answer, streamed at a fixed pace: a known service time without model weights."""
 
-        def stream(self, messages, max_tokens=256):
-            for piece in super().stream(messages, max_tokens):
+        def stream(self, messages, max_tokens=256, prefix=""):
+            for piece in super().stream(messages, max_tokens, prefix):
                 time.sleep(token_delay)
                 yield piece
 

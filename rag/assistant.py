@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import prompts
+from .abstain import features, load_calibration
 from .chunking import ChunkerSettings
-from .citations import CheckedAnswer, check_citations
+from .citations import CheckedAnswer, check_citations, numbers_in
 from .config import Settings
+from .evidence import Evidence, best_score, select_evidence
+from .verify import KEPT, VerifiedAnswer, releasable, verify_answer
 from .errors import GenerationError, IndexMissing, RagError
 from .index import BuildReport, LoadedIndex, build_index, check_embedder, current_generation, load_index, scan_sources
 from .retriever import Hit, Retrieval, Retriever, clean_query
@@ -26,19 +29,26 @@ class Answer:
     abstained: bool
     checked: CheckedAnswer | None = None
     timings: dict = field(default_factory=dict)
+    evidence: list[Evidence] = field(default_factory=list)
+    verified: VerifiedAnswer | None = None
+    p_covered: float | None = None  # calibrated P(the evidence answers the question), when a fit exists
 
     @property
     def sources(self) -> list[tuple[int, Hit]]:
-        """(number, hit) for every passage the final answer cites; all passages when abstaining."""
+        """(number, hit) for every passage the final answer cites (none when abstaining: the closest
+        passages are in `hits`)."""
         if self.abstained or self.checked is None:
             return []
-        return [(n, self.hits[n - 1]) for n in self.checked.cited if 1 <= n <= len(self.hits)]
+        return [(n, self.hits[n - 1]) for n in numbers_in(self.text) if 1 <= n <= len(self.hits)]
 
     def to_dict(self) -> dict:
         return {
             "question": self.question, "query": self.query, "answer": self.text, "abstained": self.abstained,
             "citations": [{"n": n, **h.to_dict()} for n, h in self.sources],
             "passages": [{"n": i + 1, **h.to_dict()} for i, h in enumerate(self.hits)],
+            "evidence": [e.to_dict() for e in self.evidence],
+            "p_covered": None if self.p_covered is None else round(self.p_covered, 4),
+            "verification": self.verified.note() if self.verified else "",
             "removed_citations": self.checked.removed if self.checked else [],
             "attached_citations": self.checked.attached if self.checked else [],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -51,6 +61,7 @@ class Event:
     text: str = ""
     retrieval: Retrieval | None = None
     answer: Answer | None = None
+    evidence: list[Evidence] = field(default_factory=list)  # with "retrieved": shown before any token
 
 
 class Assistant:
@@ -137,40 +148,111 @@ class Assistant:
         return rewritten if 2 <= len(rewritten) <= 300 else question
 
     def ask(self, question: str, k: int | None = None, history: list[tuple[str, str]] | None = None) -> Iterator[Event]:
-        """Stream an answer: a `retrieved` event, `token` events, then `done` with the checked answer."""
+        """Stream an answer: `retrieved` (passages and the selected evidence), `token` events (only
+        sentences the cheap checks accept; the rest wait for the full check), then `done`."""
         t0 = time.perf_counter()
         question = clean_query(question)
         query = self.rewrite(question, history) if history else question
         t_rewrite = time.perf_counter() - t0
         retrieval = self.search(query, k)
+        evidence = select_evidence(query, retrieval.hits, self.embedder) if retrieval.hits else []
         timings = {"rewrite": t_rewrite, "retrieval": time.perf_counter() - t0 - t_rewrite}
-        yield Event("retrieved", retrieval=retrieval, text=query)
-        if not retrieval.covered or not retrieval.hits:
-            text = prompts.not_covered_message(question)
+        yield Event("retrieved", retrieval=retrieval, text=query, evidence=evidence)
+        timings["evidence_shown"] = time.perf_counter() - t0
+        style = self.settings.answer_style
+
+        def declined(p_covered=None) -> Event:
             timings["total"] = time.perf_counter() - t0
-            yield Event("done", answer=Answer(question, query, text, retrieval.hits, True, None, timings))
+            return Event("done", answer=Answer(question, query, prompts.not_covered_message(question), retrieval.hits,
+                                               True, None, timings, evidence, None, p_covered))
+
+        if not retrieval.hits or (style == "evidence" and not evidence):
+            yield declined()
             return
-        messages = prompts.answer_messages(question, retrieval.hits)
+        if style == "evidence":
+            messages = prompts.evidence_messages(question, evidence, retrieval.hits)
+            p_covered = self.p_covered(retrieval, evidence, messages)
+            timings["judge"] = time.perf_counter() - t0 - timings["evidence_shown"]
+            covered = retrieval.covered if p_covered is None else p_covered >= self._calibration.threshold
+            if not covered:
+                yield declined(p_covered)
+                return
+            top = max(evidence, key=lambda e: e.score)
+            prefix = prompts.quote_prefix(top)
+        else:
+            if not retrieval.covered:
+                yield declined()
+                return
+            messages, prefix, p_covered = prompts.answer_messages(question, retrieval.hits), "", None
+        # The stream shows only sentences the cheap checks accept; a suspect one holds the rest back
+        # until the full check below, so a contradiction is never on screen, not even for a moment.
         parts: list[str] = []
+        shown, held = 0, False
+        quotes = {e.text.strip().rstrip("。.") for e in evidence}
+        if prefix:
+            yield Event("token", text=prefix)
         try:
-            for piece in self.generator.stream(messages, max_tokens=self.settings.max_new_tokens):
-                if not parts:
+            for piece in self.generator.stream(messages, max_tokens=self.settings.max_new_tokens, prefix=prefix):
+                if "first_token" not in timings:
                     timings["first_token"] = time.perf_counter() - t0
                 parts.append(piece)
-                yield Event("token", text=piece)
+                if style != "evidence":
+                    yield Event("token", text=piece)
+                elif not held:
+                    text = "".join(parts)
+                    upto, held = releasable(text, shown, evidence, quotes)
+                    if upto > shown:
+                        yield Event("token", text=text[shown:upto])
+                        shown = upto
         except RagError:
             raise
         except Exception as e:  # a backend bug must reach the user as one typed message, not a trace
             raise GenerationError(f"the language model failed mid-answer ({type(e).__name__}: {e})") from e
         raw = "".join(parts).strip()
-        timings["total"] = time.perf_counter() - t0
         if prompts.says_not_covered(raw):
-            # The model read the passages and found no answer: same outcome as the retrieval gate.
-            text = prompts.not_covered_message(question)
-            yield Event("done", answer=Answer(question, query, text, retrieval.hits, True, None, timings))
+            # The model read the evidence and found no answer: same outcome as the gate.
+            yield declined(p_covered)
             return
         checked = check_citations(raw, [h.chunk.embed_text() for h in retrieval.hits])
-        yield Event("done", answer=Answer(question, query, checked.text, retrieval.hits, False, checked, timings))
+        verified, text = None, checked.text
+        if style == "evidence":
+            verified = verify_answer(checked.text, evidence, self._scorer(), quotes)
+            if verified.text and verified.verdicts and verified.verdicts[0].status in KEPT:
+                text = prefix + verified.text
+            else:  # the conclusion went: the quote stands alone (or before the evidence that replaced it)
+                text = "\n".join(filter(None, [prefix.rstrip().removesuffix("所以，").rstrip(), verified.text]))
+        timings["total"] = time.perf_counter() - t0
+        yield Event("done", answer=Answer(question, query, text, retrieval.hits, False, checked, timings,
+                                          evidence, verified, p_covered))
+
+    # -- evidence checks with the local model
+
+    @property
+    def _calibration(self):
+        model = getattr(self.generator, "model_id", "")
+        if getattr(self, "_cal_model", None) != model:
+            self._cal, self._cal_model = load_calibration(model), model
+        return self._cal
+
+    def _scorer(self):
+        return getattr(self.generator, "score", None)
+
+    def judge(self, messages: list[dict]) -> float | None:
+        """log P("能") - log P("不能") that the evidence answers the question (None: no scoring backend)."""
+        score = self._scorer()
+        if score is None:
+            return None
+        (yes, _), (no, _) = score(messages, prompts.JUDGE_PREFIX, [prompts.JUDGE_YES, prompts.JUDGE_NO])
+        return yes - no
+
+    def p_covered(self, retrieval: Retrieval, evidence: list[Evidence], messages: list[dict]) -> float | None:
+        cal = self._calibration
+        if cal is None:
+            return None
+        judge = self.judge(messages)
+        if judge is None:
+            return None
+        return cal.probability(features(retrieval, best_score(evidence), judge))
 
     def answer(self, question: str, k: int | None = None, history=None) -> Answer:
         for event in self.ask(question, k, history):

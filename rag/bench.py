@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import RagError
 
-SUITES = ("all", "generation", "retrieval", "tuning", "ann")
+SUITES = ("all", "generation", "retrieval", "tuning", "ann", "answer")
 QUESTIONS = [  # first two: the measured RAG prompts; the rest: extra texts for the prompt-lookup check
     "Batch Normalization 为什么能加快训练收敛？",
     "测试的时候要用 Dropout 吗？",
@@ -52,6 +52,10 @@ def main(args, settings) -> int:
         from . import ann
 
         return ann.main(args, settings)
+    if suite == "answer":
+        from . import bench_answer
+
+        return bench_answer.main(settings, Path(getattr(args, "out", None) or "eval/results"))
     if suite not in SUITES:
         raise RagError(f"unknown bench suite '{suite}' (choose from {', '.join(SUITES)})")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -32,7 +32,8 @@ def _settings(args):
         backend=getattr(args, "backend", None), top_k=getattr(args, "k", None),
         threads=getattr(args, "threads", None), vector_index=getattr(args, "vector_index", None),
         store=getattr(args, "store", None), milvus_uri=getattr(args, "milvus_uri", None),
-        nprobe=getattr(args, "nprobe", None), ef_search=getattr(args, "ef_search", None))
+        nprobe=getattr(args, "nprobe", None), ef_search=getattr(args, "ef_search", None),
+        answer_style=getattr(args, "answer_style", None))
 
 
 def _assistant(args):
@@ -127,15 +128,46 @@ def _print_sources(ans) -> None:
         print(f"      {_snippet(c.text)}")
 
 
+def _print_evidence(evidence) -> None:
+    """The selected evidence, cited, on screen before the model writes anything."""
+    if not evidence:
+        return
+    print("依据 (evidence):")
+    for e in evidence:
+        print(f"  [{e.n}] {e.source}:{e.line}  {_snippet(e.text, 100)}")
+    print(flush=True)
+
+
+def _print_corrections(answer) -> None:
+    notes = []
+    if answer.verified and answer.verified.note():
+        notes.append(answer.verified.note())
+    if answer.checked and answer.checked.corrected:
+        if answer.checked.removed:
+            notes.append("removed citations of passages that were not retrieved: "
+                         + ", ".join(f"[{n}]" for n in answer.checked.removed))
+        if answer.checked.replaced:
+            notes.append("re-pointed citations the cited passage did not support: "
+                         + ", ".join(f"[{a}]→[{b}]" for a, b in answer.checked.replaced))
+        if answer.checked.attached:
+            notes.append("added citations to uncited sentences: " + ", ".join(f"[{n}]" for n in answer.checked.attached))
+    if notes:
+        print(f"({'; '.join(notes)})")
+
+
 def cmd_ask(args) -> int:
     a = _assistant(args)
     stream = not (args.json or args.file) and not args.no_stream
     for q in _queries(args):
+        shown = ""
         try:
             answer = None
             for ev in a.ask(q, args.k):
-                if ev.kind == "token" and stream:
+                if ev.kind == "retrieved" and not (args.json or args.file):
+                    _print_evidence(ev.evidence)
+                elif ev.kind == "token" and stream:
                     print(ev.text, end="", flush=True)
+                    shown += ev.text
                 elif ev.kind == "done":
                     answer = ev.answer
         except RagError as e:
@@ -146,23 +178,20 @@ def cmd_ask(args) -> int:
         if args.json or args.file:
             print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
             continue
-        if answer.abstained or not stream:
+        # What streamed is a checked prefix of the answer: print the rest, or (when the checks changed
+        # what was already on screen, or nothing streamed) the whole final answer once.
+        if shown and answer.text.startswith(shown.strip()) and not answer.abstained:
+            print(answer.text[len(shown.strip()):], end="")
+        else:
+            if shown:
+                print("\n")
             print(answer.text, end="")
         print()
-        if answer.checked and answer.checked.corrected:
-            notes = []
-            if answer.checked.removed:
-                notes.append("removed citations of passages that were not retrieved: "
-                             + ", ".join(f"[{n}]" for n in answer.checked.removed))
-            if answer.checked.replaced:
-                notes.append("re-pointed citations the cited passage did not support: "
-                             + ", ".join(f"[{a}]→[{b}]" for a, b in answer.checked.replaced))
-            if answer.checked.attached:
-                notes.append("added citations to uncited sentences: " + ", ".join(f"[{n}]" for n in answer.checked.attached))
-            print(f"\n(citations checked — {'; '.join(notes)})\n{answer.text}")
+        _print_corrections(answer)
         _print_sources(answer)
         t = answer.timings
         print(f"\n({'retrieval %.2fs' % t.get('retrieval', 0)}"
+              + (f", evidence shown {t['evidence_shown']:.2f}s" if "evidence_shown" in t else "")
               + (f", first token {t['first_token']:.1f}s" if "first_token" in t else "")
               + f", total {t.get('total', 0):.1f}s)", file=sys.stderr)
     return 0
@@ -195,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--milvus-uri", help="Milvus server (http://host:19530) or Milvus Lite .db path")
     common.add_argument("--nprobe", type=int, help="IVF lists scanned per query (saved at index time)")
     common.add_argument("--ef-search", type=int, help="HNSW search breadth (saved at index time)")
+    common.add_argument("--answer-style", choices=["evidence", "passages"],
+                        help="evidence (default): the model reads the selected evidence sentences, continues a quote "
+                             "of the best one, and every sentence is checked; passages: the old five-passage prompt")
 
     p = argparse.ArgumentParser(prog="rag", description="Offline, Chinese-first RAG assistant over deep-learning interview notes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
 
     s = sub.add_parser("eval", parents=[common], help="accuracy report (mcq, retrieval, answers; all by default)")
-    s.add_argument("suite", nargs="?", default="all", choices=["all", "mcq", "retrieval", "answers"])
+    s.add_argument("suite", nargs="?", default="all", choices=["all", "mcq", "retrieval", "answers", "evidence", "abstain"])
+    s.add_argument("--set", type=Path, help="answers: a rubric set such as eval/answers_blind.jsonl (report named after it)")
     s.add_argument("--limit", type=int, help="only the first N items (quick check)")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
     s.add_argument("-k", type=int, help="passages per question")
@@ -230,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("bench", parents=[common], help="speed and memory benchmarks")
-    s.add_argument("suite", nargs="?", default="all", help="all | generation | retrieval | tuning | ann")
+    s.add_argument("suite", nargs="?", default="all", help="all | generation | retrieval | tuning | ann | answer")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
     s.add_argument("--quick", action="store_true", help="small sizes (for CI)")
     s.set_defaults(func=cmd_bench)

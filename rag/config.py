@@ -31,6 +31,9 @@ class Settings:
     candidates: int = 30  # per retrieval leg, before fusion
     rrf_k: int = 10
     max_new_tokens: int = 320
+    # evidence: the model reads the selected evidence sentences and continues a quote of the best one,
+    # then every sentence is checked (rag/verify.py); passages: the old five-passage prompt.
+    answer_style: str = "evidence"
     chunk_size: int = 400
     chunk_overlap: int = 40
     threads: int = 0  # 0: physical cores

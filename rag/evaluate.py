@@ -36,6 +36,7 @@ from .errors import RagError
 
 LETTERS = "ABCDEFGHIJ"
 SUITES = ("mcq", "retrieval", "answers")
+EXTRA_SUITES = ("evidence", "abstain")  # rag.answer_suite; run by name only
 MODES = ("dense", "bm25", "hybrid")
 MAX_K = 10  # depth of the hit@k curve
 MCQ_K = 3  # passages per MCQ prompt (short prompts: prompt evaluation dominates the run time)
@@ -981,11 +982,17 @@ def main(args, assistant) -> int:
                            + f"; MRR@5 hybrid {_f(t['hybrid/paraphrase']['mrr@5'])}; abstain F1 "
                            f"{ab['current']['f1']:.3f} (best {ab['best']['f1']:.3f} at coverage "
                            f"{_f(ab['best']['coverage'])}, dense {_f(ab['best']['dense'], 2)})")
-            else:
+            elif suite == "answers" and not getattr(args, "set", None):
                 r = run_answers(a, args)
                 (out / "answers.md").write_text(answers_markdown(r), encoding="utf-8")
                 summary = (f"citation precision {_pct(r['citation_precision'])}, keyword recall "
                            f"{_pct(r['keyword_recall'])}, abstain F1 {r['abstain_gate']['f1']:.3f}")
+            else:  # a rubric set (--set), evidence recall, abstain calibration
+                from .answer_suite import run_suite
+
+                r, summary = run_suite(suite, a, args, out, lambda xs: _bar(xs, suite))
+                print(f"{suite}: {summary}  ({time.perf_counter() - t0:.1f}s)")
+                continue
             r["meta"]["wall_seconds"] = time.perf_counter() - t0
             (out / f"{suite}.json").write_text(json.dumps(r, ensure_ascii=False, indent=1), encoding="utf-8")
             print(f"{suite}: {summary}  ({r['meta']['wall_seconds']:.1f}s)")

@@ -37,7 +37,8 @@ class Generator(Protocol):
     model_id: str
     backend: str
 
-    def stream(self, messages: list[dict], max_tokens: int = 256) -> Iterator[str]: ...
+    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "") -> Iterator[str]:
+        """Greedy continuation of the chat after the assistant turn has been opened with `prefix`."""
 
     def score(self, messages: list[dict], prefix: str, continuations: Sequence[str]) -> list[tuple[float, int]]:
         """(sum of log-probabilities, token count) of each continuation after the assistant `prefix`."""
@@ -423,8 +424,8 @@ class LlamaCppGenerator:
         finally:
             st["gen_s"] = time.perf_counter() - t1
 
-    def stream(self, messages: list[dict], max_tokens: int = 256) -> Iterator[str]:
-        prompt = self.prompt_tokens(messages)
+    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "") -> Iterator[str]:
+        prompt = self.prompt_tokens(messages, prefix)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a CJK character may span tokens
         with self._lock:
             try:
@@ -506,10 +507,10 @@ class TransformersGenerator:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
         return self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
 
-    def stream(self, messages: list[dict], max_tokens: int = 256) -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "") -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
-        ids = self.prompt_ids(messages)
+        ids = self.prompt_ids(messages, prefix)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         error: list[BaseException] = []
         result = {}

@@ -1,5 +1,11 @@
 """Every prompt the assistant sends, in one place."""
 
+# Answer prompts. Two orderings were measured with `rag eval answers` (eval/results/answers.md):
+#  - "passages" (the old path): five passages, verdict first. The 1.5B model commits to a guess and
+#    then cites a passage that says the opposite.
+#  - "evidence" (default): the model reads only the selected evidence sentences, and the system writes
+#    the start of its answer: a verbatim quote of the best sentence. The model then only continues with
+#    a conclusion drawn from a sentence it has just "said", instead of judging first.
 SYSTEM_PROMPT = (
     "你是深度学习面试辅导助手。只依据用户给出的编号资料回答，不要使用资料以外的知识。"
     "先用一句话直接回答问题（是/否、结论），再用一两句话解释原因。每句话末尾用方括号注明依据的资料编号。"
@@ -17,6 +23,39 @@ DEMO_ASSISTANT = "学习率过大会导致模型难以收敛 [1]。原因是参�
 PASSAGE_TEMPLATE = "[{n}] 来源: {source} · {heading}\n{text}"
 
 USER_TEMPLATE = "资料:\n{passages}\n\n问题: {question}"
+
+EVIDENCE_SYSTEM = (
+    "你是深度学习面试辅导助手。用户给出从笔记中选出的依据句和一个问题。"
+    "回答时先引用最能回答问题的依据原文，然后写“所以，”加上一句结论。结论必须与依据的意思完全一致："
+    "依据说“不”就是“不”，依据说“少”就是“少”，不能添加依据里没有的原因或细节。"
+    "每句话末尾用方括号注明依据编号。如果依据不能回答问题，就回答：资料中没有相关内容。"
+)
+EVIDENCE_DEMO_USER = (
+    "依据:\n[1] 学习率太大会怎样?\n学习率太大时，参数更新步长过大，损失会震荡甚至发散。\n"
+    "[2] 小批量的大小对训练有什么影响?\n批量越小，梯度估计的噪声越大。\n\n问题: 学习率设大一点能让模型收敛得更稳吗？"
+)
+EVIDENCE_DEMO_ASSISTANT = (
+    "依据[1]：“学习率太大时，参数更新步长过大，损失会震荡甚至发散。”\n所以，学习率设得太大不会让模型收敛得更稳，"
+    "反而会让损失震荡甚至发散 [1]。"
+)
+EVIDENCE_GROUP = "[{n}] {heading}\n{sentences}"
+EVIDENCE_USER = "依据:\n{evidence}\n\n问题: {question}"
+# The answer's opening, written by the system: the reader continues after a verbatim quote.
+QUOTE_PREFIX = "依据[{n}]：“{sentence}”\n所以，"
+ANSWER_STYLES = ("evidence", "passages")
+
+# Is the question answered by the evidence? Scored as the likelihood of "能" vs "不能" after this
+# prefix, on the same prompt as the answer (so the answer reuses its KV cache), and turned into a
+# probability by the calibration in rag/abstain.py. The greedy reply is "能" for nearly everything.
+JUDGE_PREFIX = "先判断：上面的依据能直接回答这个问题吗？回答（能/不能）："
+JUDGE_YES, JUDGE_NO = "能", "不能"
+
+# Does the evidence sentence support a sentence of the answer? Used only where the cheap checks
+# (overlap, negation, antonyms) are unsure; see rag/verify.py.
+SUPPORT_SYSTEM = "判断“说法”是否与“依据”的意思一致。只回答“是”或“否”。"
+SUPPORT_USER = "依据：{evidence}\n说法：{claim}\n说法与依据的意思一致吗？"
+SUPPORT_PREFIX = "回答："
+SUPPORT_YES, SUPPORT_NO = "是", "否"
 
 NOT_COVERED_ZH = "资料库中没有找到能回答这个问题的内容，所以我不作回答。下面是最接近的几段资料，供参考："
 NOT_COVERED_EN = "The documents do not cover this question, so I will not guess. The closest passages are listed below:"
@@ -39,6 +78,34 @@ def format_passages(hits, max_chars: int = 500) -> str:
         text = c.text if len(c.text) <= max_chars else c.text[:max_chars] + "…"
         parts.append(PASSAGE_TEMPLATE.format(n=n, source=c.source, heading=c.heading or "-", text=text))
     return "\n\n".join(parts)
+
+
+def format_evidence(evidence, hits) -> str:
+    """Evidence grouped by passage: its question heading once, then the chosen sentences."""
+    groups: dict[int, list[str]] = {}
+    for e in evidence:
+        groups.setdefault(e.n, []).append(e.text)
+    return "\n".join(EVIDENCE_GROUP.format(n=n, heading=hits[n - 1].chunk.heading or "-", sentences=" ".join(s))
+                     for n, s in groups.items())
+
+
+def evidence_messages(question: str, evidence, hits) -> list[dict]:
+    return [
+        {"role": "system", "content": EVIDENCE_SYSTEM},
+        {"role": "user", "content": EVIDENCE_DEMO_USER},
+        {"role": "assistant", "content": EVIDENCE_DEMO_ASSISTANT},
+        {"role": "user", "content": EVIDENCE_USER.format(evidence=format_evidence(evidence, hits), question=question)},
+    ]
+
+
+def quote_prefix(top) -> str:
+    """The system-written opening of an evidence answer: the best sentence, quoted verbatim."""
+    return QUOTE_PREFIX.format(n=top.n, sentence=top.text.strip())
+
+
+def support_messages(evidence: str, claim: str) -> list[dict]:
+    return [{"role": "system", "content": SUPPORT_SYSTEM},
+            {"role": "user", "content": SUPPORT_USER.format(evidence=evidence, claim=claim)}]
 
 
 def answer_messages(question: str, hits) -> list[dict]:

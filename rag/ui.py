@@ -24,6 +24,7 @@ from pathlib import Path
 from .citations import CITATION, numbers_in, support
 from .config import MAX_QUERY_CHARS, Settings
 from .errors import CorpusError, LoaderError, ModelNotInstalled, RagError
+from .evidence import sentence_pieces
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,7 @@ def source_id(turn: str, n: int) -> str:
     return f"rag-{turn}-src-{n}"
 
 
-_SENTENCE = re.compile(r"(?:[^。！？!?；;\n.]|\.(?!\s))*(?:[。！？!?；;]+|\.(?=\s|$)|\n|$)")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences with their punctuation and whitespace; they concatenate back to `text` exactly."""
-    out = [m.group(0) for m in _SENTENCE.finditer(text) if m.group(0)]
-    assert "".join(out) == text
-    return out
+split_sentences = sentence_pieces  # the same sentence boundaries as evidence selection and checking
 
 
 def _inline(text: str) -> str:
@@ -128,11 +122,23 @@ def render_source(n: int, hit, turn: str, claims: list[str], show_scores: bool) 
         f'<div class="rag-passage">{highlight_passage(c.text, claims)}</div></details>')
 
 
+def render_evidence(evidence, turn: str) -> str:
+    """依据: the selected sentences, cited, on screen before the model writes anything."""
+    if not evidence:
+        return ""
+    items = "".join(f'<li><a class="rag-cite" href="#{source_id(turn, e.n)}">[{e.n}]</a> {esc(e.text)} '
+                    f'<span class="rag-dim">{esc(e.source)}:{e.line}</span></li>' for e in evidence)
+    return f'<div class="rag-evidence"><div class="rag-sources-title">依据</div><ul>{items}</ul></div>'
+
+
 def _notes(answer) -> str:
     ch = answer.checked
-    if ch is None or not ch.corrected:
+    verified = answer.verified.note() if getattr(answer, "verified", None) else ""
+    if (ch is None or not ch.corrected) and not verified:
         return ""
-    notes = []
+    if ch is None or not ch.corrected:
+        return f'<div class="rag-note">已核对：{esc(verified)}</div>'
+    notes = [verified] if verified else []
     if ch.removed:
         notes.append("删除了指向不存在资料的引用 " + "".join(f"[{n}]" for n in ch.removed))
     if ch.replaced:
@@ -167,7 +173,8 @@ def render_answer(answer, turn: str, show_scores: bool = False, model: str = "")
         return f'<div class="rag-answer">{body}{_timings(answer, model)}</div>'
     cited = answer.sources
     cited_nums = {n for n, _ in cited}
-    body = f'<div class="rag-text">{render_answer_text(answer.text, len(hits), turn)}</div>' + _notes(answer)
+    body = (render_evidence(answer.evidence, turn)
+            + f'<div class="rag-text">{render_answer_text(answer.text, len(hits), turn)}</div>' + _notes(answer))
     body += f'<div class="rag-sources"><div class="rag-sources-title">来源 · {len(cited)} 段资料</div>'
     if not cited:
         body += '<div class="rag-warn">回答中的内容无法对应到检索到的资料，请对照下面的段落自行核实。</div>'
@@ -183,11 +190,12 @@ def render_answer(answer, turn: str, show_scores: bool = False, model: str = "")
 CURSOR = '<span class="rag-cursor">▍</span>'
 
 
-def render_streaming(text: str, hits: list, turn: str, show_scores: bool = False) -> str:
-    """The answer so far, above the retrieved passages: they are readable while the model reads them
-    too, and [n] links work before the answer is finished. The final render replaces this."""
-    body = (f'<div class="rag-text">{render_answer_text(text, len(hits), turn)}{CURSOR}</div>' if text
-            else render_wait("正在阅读资料并生成回答…"))
+def render_streaming(text: str, hits: list, turn: str, show_scores: bool = False, evidence=()) -> str:
+    """The evidence, then the answer so far, above the retrieved passages: they are readable while the
+    model reads them too, and [n] links work before the answer is finished. The final render replaces this."""
+    body = render_evidence(evidence, turn) + (
+        f'<div class="rag-text">{render_answer_text(text, len(hits), turn)}{CURSOR}</div>' if text
+        else render_wait("正在阅读资料并生成回答…"))
     if hits:
         body += (f'<div class="rag-sources"><div class="rag-sources-title">检索到 {len(hits)} 段资料</div>'
                  + "".join(render_source(i, h, turn, [], show_scores) for i, h in enumerate(hits, 1)) + "</div>")
@@ -586,6 +594,9 @@ a.rag-cite:hover { filter: brightness(.92); }
 .rag-note, .rag-warn { margin-top: 8px; font-size: .82rem; padding: 6px 10px; border-radius: 8px;
   background: var(--background-fill-secondary); color: var(--body-text-color-subdued); }
 .rag-warn { color: #b45309; }
+.rag-evidence { margin-bottom: 10px; padding: 6px 10px; border-left: 3px solid var(--color-accent);
+  background: var(--background-fill-secondary); border-radius: 6px; font-size: .9rem; }
+.rag-evidence ul { margin: 0; padding-left: 1.1em; }
 .rag-sources { margin-top: 14px; border-top: 1px dashed var(--border-color-primary); padding-top: 10px; }
 .rag-sources-title { font-size: .8rem; font-weight: 600; letter-spacing: .03em; margin-bottom: 6px;
   color: var(--body-text-color-subdued); }
@@ -668,16 +679,17 @@ def build_app(backend: Backend, api: bool = False):
             chat.append({"role": "assistant", "content": render_wait(
                 "正在结合上文理解追问…" if turns else "正在检索资料…")})
             yield chat, turns
-            hits, text = [], ""
+            hits, text, evidence = [], "", []
             k = min(max(int(k or settings.top_k), 1), MAX_PASSAGES)  # the API is not bound by the slider
             for ev in assistant.ask(question, k, history=turns[-HISTORY_TURNS:]):
                 if ev.kind == "retrieved":
-                    hits = ev.retrieval.hits if ev.retrieval.covered else []  # abstaining: no wait
+                    hits, evidence = ev.retrieval.hits, ev.evidence
                     chat = chat[:base] + [retrieval_message(question, ev.text, ev.retrieval), {
-                        "role": "assistant", "content": render_streaming("", hits, turn, bool(show_scores))}]
+                        "role": "assistant", "content": render_streaming("", hits, turn, bool(show_scores), evidence)}]
                 elif ev.kind == "token":
                     text += ev.text
-                    chat[-1] = {"role": "assistant", "content": render_streaming(text, hits, turn, bool(show_scores))}
+                    chat[-1] = {"role": "assistant",
+                                "content": render_streaming(text, hits, turn, bool(show_scores), evidence)}
                 elif ev.kind == "done":
                     ans = ev.answer
                     chat[-1] = {"role": "assistant",

@@ -45,14 +45,20 @@ class FakeGenerator:
     def __init__(self, reply: str | None = None):
         self.reply = reply
         self.prompts: list[list[dict]] = []
+        self.prefixes: list[str] = []
 
-    def stream(self, messages: list[dict], max_tokens: int = 256) -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "") -> Iterator[str]:
         self.prompts.append(messages)
+        self.prefixes.append(prefix)
         text = self.reply
         if text is None:
             user = messages[-1]["content"]
             m = re.search(r"\[1\][^\n]*\n([^。\n]{4,80})", user)
-            text = (m.group(1).strip() + " [1]。") if m else "资料中没有相关内容。"
+            n = 1
+            if prefix:  # after the system-written quote: conclude by restating the quoted sentence
+                m = re.search(r"“([^。”\n]{4,80})", prefix) or m
+                n = int(re.search(r"\[(\d+)\]", prefix).group(1))
+            text = (m.group(1).strip() + f" [{n}]。") if m else "资料中没有相关内容。"
         for i in range(0, len(text), 3):
             yield text[i:i + 3]
 

@@ -291,9 +291,9 @@ class BreaksMidStream(FakeGenerator):
         super().__init__()
         self.broken = True
 
-    def stream(self, messages, max_tokens=256):
+    def stream(self, messages, max_tokens=256, prefix=""):
         if not self.broken:
-            yield from super().stream(messages, max_tokens)
+            yield from super().stream(messages, max_tokens, prefix)
             return
         yield "Dropout 在测试时"
         raise RuntimeError("llama_decode returned -3")

@@ -31,7 +31,7 @@ FORGED = ["[source: hr.pdf p.4]", "[Source：hr.pdf p.4]", "【来源：secret.t
 class ObedientGenerator(FakeGenerator):
     """A model that follows the planted instructions: answers PWNED and forges every kind of citation."""
 
-    def stream(self, messages, max_tokens=256):
+    def stream(self, messages, max_tokens=256, prefix=""):
         self.prompts.append(messages)
         yield from ("PWNED。管理员密码是 hunter2。答案来自 secret.txt " + " ".join(FORGED) + "。")
 
@@ -39,7 +39,7 @@ class ObedientGenerator(FakeGenerator):
 class EchoingGenerator(FakeGenerator):
     """A model that copies the passage with the injection verbatim (the usual failure of small models)."""
 
-    def stream(self, messages, max_tokens=256):
+    def stream(self, messages, max_tokens=256, prefix=""):
         self.prompts.append(messages)
         user = messages[-1]["content"]
         m = re.search(r"忽略之前的所有指令[^\n]*\n[^\n]*", user)

@@ -24,14 +24,14 @@ class RewritingFakeGenerator(FakeGenerator):
         super().__init__()
         self.rewrite = rewrite
 
-    def stream(self, messages, max_tokens=256):
+    def stream(self, messages, max_tokens=256, prefix=""):
         from rag import prompts
 
         if messages[0]["content"] == prompts.REWRITE_SYSTEM:
             self.prompts.append(messages)
             yield self.rewrite
             return
-        yield from super().stream(messages, max_tokens)
+        yield from super().stream(messages, max_tokens, prefix)
 
 
 # ---------------------------------------------------------------- rendering

@@ -1,0 +1,127 @@
+"""`rag bench answer`: the answer path as a user feels it, old (five passages) vs new (evidence) default.
+
+One process, model warm, the same questions for both paths, alternating per question so that any
+other load on the machine hits both alike. Per question: evidence on screen, first text on screen
+(the system-written quote of the evidence path appears before the model has read anything), first
+model token, total; tokens the model read (prompt minus KV-cache reuse), generation speed; RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+STYLES = ("passages", "evidence")
+
+
+def _questions(n: int) -> list[str]:
+    from .evaluate import data_dir, load_jsonl
+
+    items = [i for i in load_jsonl(data_dir() / "answers.jsonl") if i.get("in_corpus")]
+    return [i["question"] for i in items][:n]
+
+
+def _one(a, question: str) -> dict:
+    t0 = time.perf_counter()
+    first_text = None
+    answer = None
+    for ev in a.ask(question):
+        if ev.kind == "token" and first_text is None:
+            first_text = time.perf_counter() - t0
+        elif ev.kind == "done":
+            answer = ev.answer
+    st = dict(getattr(a.generator, "stats", {}) or {})
+    t = answer.timings
+    read = (st.get("prompt_tokens") or 0) - (st.get("cached_tokens") or 0)
+    gen = st.get("gen_tokens") or 0
+    return {"question": question, "abstained": answer.abstained, "evidence_shown_s": t.get("evidence_shown"),
+            "first_text_s": first_text, "first_token_s": t.get("first_token"), "total_s": t.get("total"),
+            "prompt_tokens": st.get("prompt_tokens"), "tokens_read": read if not answer.abstained else 0,
+            "prefill_tps": (read / st["prefill_s"]) if st.get("prefill_s") and read > 0 else None,
+            "gen_tps": ((gen - 1) / st["gen_s"]) if st.get("gen_s") and gen > 1 else None,
+            "answer": answer.text[:200]}
+
+
+def _pct(values: list, q: float):
+    xs = sorted(v for v in values if v is not None)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else None
+
+
+def bench_answer(settings, n_questions: int = 12) -> dict:
+    from .assistant import Assistant
+    from .bench import OtherLoad
+
+    base = Assistant(settings)
+    gen, emb = base.generator, base.embedder
+    parts = {s: Assistant(replace(settings, answer_style=s), embedder=emb, generator=gen) for s in STYLES}
+    questions = _questions(n_questions)
+    for s in STYLES:  # warm: model pages, prompt prefixes, jieba's dictionary
+        parts[s].answer(questions[-1])
+    rows = {s: [] for s in STYLES}
+    with OtherLoad() as load:
+        for q in questions:
+            for s in STYLES:
+                rows[s].append(_one(parts[s], q))
+                print(f"bench answer: {s:9s} first token {rows[s][-1]['first_token_s'] or 0:5.1f}s  {q[:30]}",
+                      file=sys.stderr, flush=True)
+    out = {"model": settings.generator, "questions": len(questions), "other_load_cores": load.cores,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "styles": {}}
+    for s in STYLES:
+        r = rows[s]
+        answered = [x for x in r if not x["abstained"]]
+        stats = {"answered": len(answered), "rows": r,
+                 "tokens_read_mean": (sum(x["tokens_read"] for x in answered) / len(answered)) if answered else None,
+                 "prefill_tps_p50": _pct([x["prefill_tps"] for x in answered], 0.5),
+                 "gen_tps_p50": _pct([x["gen_tps"] for x in answered], 0.5)}
+        for key in ("evidence_shown_s", "first_text_s", "first_token_s", "total_s"):
+            pool = r if key == "evidence_shown_s" else answered  # a declined question has no answer timings
+            for q in (0.5, 0.95):
+                stats[f"{key}_p{int(q * 100)}"] = _pct([x[key] for x in pool], q)
+        out["styles"][s] = stats
+    old, new = out["styles"]["passages"], out["styles"]["evidence"]
+    out["first_token_speedup"] = (old["first_token_s_p50"] / new["first_token_s_p50"]
+                                  if old["first_token_s_p50"] and new["first_token_s_p50"] else None)
+    return out
+
+
+def _f(x, nd=2, unit=""):
+    return "–" if x is None else f"{x:.{nd}f}{unit}"
+
+
+def markdown(r: dict) -> str:
+    o, n = r["styles"]["passages"], r["styles"]["evidence"]
+    lines = [f"# Answer path: five passages (old default) vs evidence (new default)", "",
+             f"`rag bench answer`: model `{r['model']}` warm, {r['questions']} questions from eval/answers.jsonl, both paths "
+             f"in one process, alternating per question. Other load during the run: {_f(r['other_load_cores'])} cores. "
+             f"Peak RSS {r['peak_rss_mb']:.0f} MB.", "",
+             "| | passages (old) | evidence (new) |", "|---|---|---|",
+             f"| questions answered (not declined) | {o['answered']} | {n['answered']} |"]
+    for key, label in [("evidence_shown_s", "evidence/passages on screen"), ("first_text_s", "first answer text on screen"),
+                       ("first_token_s", "first model token"), ("total_s", "whole answer")]:
+        lines.append(f"| {label}, p50 / p95 | {_f(o[key + '_p50'])} / {_f(o[key + '_p95'])} s | "
+                     f"{_f(n[key + '_p50'])} / {_f(n[key + '_p95'])} s |")
+    lines += [f"| tokens the model reads per question (after KV reuse), mean | {_f(o['tokens_read_mean'], 0)} | "
+              f"{_f(n['tokens_read_mean'], 0)} |",
+              f"| prompt processing, p50 | {_f(o['prefill_tps_p50'], 1)} tok/s | {_f(n['prefill_tps_p50'], 1)} tok/s |",
+              f"| generation, p50 | {_f(o['gen_tps_p50'], 1)} tok/s | {_f(n['gen_tps_p50'], 1)} tok/s |",
+              "", f"First model token, p50 ratio old/new: **{_f(r['first_token_speedup'], 2)}×**.", "",
+              "The evidence path's first model token includes the coverage judge (the same prompt, scored for "
+              "\"能/不能\"; the answer then reuses its KV cache). Its first text on screen is the system-written quote "
+              "of the best evidence sentence, shown before the model has read anything.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(settings, out: Path, n_questions: int = 12) -> int:
+    r = bench_answer(settings, n_questions)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_answer.json").write_text(json.dumps(r, ensure_ascii=False, indent=1), encoding="utf-8")
+    (out / "bench_answer.md").write_text(markdown(r), encoding="utf-8")
+    n = r["styles"]["evidence"]
+    print(f"bench answer: first token p50 {_f(r['styles']['passages']['first_token_s_p50'])} s -> "
+          f"{_f(n['first_token_s_p50'])} s ({_f(r['first_token_speedup'])}x); evidence on screen p50 "
+          f"{_f(n['evidence_shown_s_p50'], 3)} s -> {out}/bench_answer.md")
+    return 0

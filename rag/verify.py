@@ -1,0 +1,185 @@
+"""Check every answer sentence against the evidence it cites; drop or replace what it does not support.
+
+A 1.5B reader quotes "梯度爆炸不如梯度消失出现的机会多" and concludes "梯度爆炸比梯度消失更常见" in
+the next sentence. So each sentence of the answer is held against the evidence sentence it is closest
+to within the passages it cites:
+  1. cheap checks first: character-bigram support (how much of the claim the evidence contains),
+     negation parity (不/没/无/非/未/不如/not…) and comparative direction (更多 vs 更少, more vs less);
+  2. a polarity/direction mismatch is a contradiction; where support is merely low, the local
+     model's likelihood of "是" vs "否" to "does the evidence support this claim?" decides;
+  3. a contradicting sentence is replaced by the evidence sentence it claimed (quoted and cited);
+     an unsupported one is removed; the reader is told how many.
+Without a model to ask (scorer=None), unsure means unsupported: the safe direction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .citations import CITATION, numbers_in, support
+from .evidence import Evidence, sentences
+
+# Words that contain a negation character but do not negate ("不同", "无论", "非常"...).
+_NOT_NEGATION = re.compile(r"不同|不断|不仅|不但|不论|不管|不过|不少|不一定|无论|非常|除非|无关紧要|并且|未来|毫无疑问")
+_NEGATION = re.compile(r"并非|不如|不|没|无|非|未|否|\bnot\b|n't\b|\bno\b|\bnever\b|\bcannot\b|\bwithout\b", re.I)
+# Comparative direction: +1 for "more/larger/...", -1 for the opposite; "不如" reverses a comparison.
+_UP = re.compile(r"更多|较多|越多|更大|较大|越大|更高|较高|越高|更快|较快|更常见|更容易|增加|增大|上升|变大|"
+                 r"\bmore\b|\blarger\b|\bhigher\b|\bfaster\b|\bincreases?\b|\bbigger\b", re.I)
+_DOWN = re.compile(r"更少|较少|越少|更小|较小|越小|更低|较低|更慢|较慢|更罕见|更难|减少|减小|下降|变小|少见|不如|"
+                   r"\bless\b|\bfewer\b|\bsmaller\b|\blower\b|\bslower\b|\bdecreases?\b", re.I)
+SUPPORTED = 0.5  # bigram share at or above which a claim with matching polarity needs no model
+UNSUPPORTED = 0.2  # below this (and no model to ask) a claim is removed
+JUDGE_MARGIN = 0.0  # log P(是) - log P(否) above which the model's "supported" is accepted
+MIN_CLAIM_CHARS = 6
+
+
+def negations(text: str) -> int:
+    return len(_NEGATION.findall(_NOT_NEGATION.sub("", text)))
+
+
+def direction(text: str) -> int:
+    return (1 if _UP.search(text) else 0) - (1 if _DOWN.search(text) else 0)
+
+
+def polarity_conflict(claim: str, evidence: str) -> bool:
+    """The claim negates what the evidence asserts (or the reverse), or compares the other way round."""
+    if negations(claim) % 2 != negations(evidence) % 2:
+        return True
+    dc, de = direction(claim), direction(evidence)
+    return dc != 0 and de != 0 and dc != de
+
+
+@dataclass
+class Verdict:
+    claim: str
+    status: str  # "ok" | "quote" | "short" | "supported-by-model" | "unsupported" | "contradiction"
+    evidence: Evidence | None = None
+    support: float = 0.0
+    judge: float | None = None
+
+
+@dataclass
+class VerifiedAnswer:
+    text: str
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def removed(self) -> int:
+        return sum(v.status == "unsupported" for v in self.verdicts)
+
+    @property
+    def replaced(self) -> int:
+        return sum(v.status == "contradiction" for v in self.verdicts)
+
+    def note(self) -> str:
+        parts = []
+        if self.removed:
+            parts.append(f"删除了 {self.removed} 句资料不支持的内容 (removed {self.removed} unsupported sentence"
+                         f"{'s' if self.removed > 1 else ''})")
+        if self.replaced:
+            parts.append(f"把 {self.replaced} 句与资料矛盾的内容换成了资料原文 (replaced {self.replaced} sentence"
+                         f"{'s' if self.replaced > 1 else ''} that contradicted the cited evidence)")
+        return "；".join(parts)
+
+
+def _bare(text: str) -> str:
+    return CITATION.sub("", text).strip()
+
+
+def _candidates(claim: str, evidence: list[Evidence]) -> list[Evidence]:
+    cited = set(numbers_in(claim))
+    pool = [e for e in evidence if e.n in cited] if cited else []
+    return pool or evidence
+
+
+def cheap_verdict(claim: str, evidence: list[Evidence], quotes: set[str] = frozenset()) -> Verdict:
+    """What the cheap checks say: "ok", "quote", "short", or the suspect statuses "unsure"/"conflict"."""
+    bare = _bare(claim)
+    core = bare.strip("“”\"'「」 ").rstrip("。.!！?？")
+    if any(core and core in q for q in quotes) or re.match(r"^依据\[\d+\]\s*[:：]", bare):
+        return Verdict(claim, "quote")
+    if len(re.sub(r"\W", "", bare)) < MIN_CLAIM_CHARS or not evidence:
+        return Verdict(claim, "short")
+    pool = _candidates(claim, evidence)
+    scored = sorted(((support(bare, e.text), e) for e in pool), key=lambda x: -x[0])
+    best_s, best = scored[0]
+    if best_s >= UNSUPPORTED and polarity_conflict(bare, best.text):  # about the same thing, opposite sense
+        return Verdict(claim, "conflict", best, best_s)
+    if best_s >= SUPPORTED:
+        return Verdict(claim, "ok", best, best_s)
+    return Verdict(claim, "unsure", best, best_s)
+
+
+SHOWABLE = ("ok", "quote", "short")
+KEPT = SHOWABLE + ("supported-by-model",)
+
+
+def releasable(text: str, shown: int, evidence: list[Evidence], quotes: set[str] = frozenset()) -> tuple[int, bool]:
+    """While an answer streams: how far it may be shown (the end of the last complete sentence the
+    cheap checks accept), and whether a suspect sentence now holds the rest back."""
+    from .evidence import split_sentences
+
+    pending = text[shown:]
+    upto = 0
+    for s, e in split_sentences(pending)[:-1]:  # the last sentence may still be growing
+        if cheap_verdict(pending[s:e], evidence, quotes).status not in SHOWABLE:
+            return shown + upto, True
+        upto = e
+    return shown + upto, False
+
+
+def judge_support(scorer, evidence: str, claim: str) -> float:
+    """log P(是) - log P(否) that the evidence supports the claim (the local model, one short prompt)."""
+    from . import prompts
+
+    (yes, _), (no, _) = scorer(prompts.support_messages(evidence, claim), prompts.SUPPORT_PREFIX,
+                               [prompts.SUPPORT_YES, prompts.SUPPORT_NO])
+    return yes - no
+
+
+def resolve(v: Verdict, scorer=None) -> Verdict:
+    """Settle a suspect verdict. A polarity or direction flip against the evidence is a contradiction
+    whatever the model says: asked "does the evidence support it?", the 1.5B reader said "是" to
+    "梯度爆炸比梯度消失更常见" against "梯度爆炸不如梯度消失出现的机会多". A false alarm costs little: the
+    evidence sentence itself takes the claim's place. The model only settles low-overlap claims."""
+    if v.status == "conflict":
+        v.status = "contradiction"
+    elif v.status == "unsure":
+        if scorer is not None:
+            v.judge = judge_support(scorer, v.evidence.text, _bare(v.claim))
+        v.status = "supported-by-model" if v.judge is not None and v.judge > JUDGE_MARGIN else "unsupported"
+    return v
+
+
+def replacement(v: Verdict) -> str:
+    """What stands where a contradicting sentence stood: the evidence it claimed, quoted and cited."""
+    e = v.evidence
+    return f"资料原文：“{e.text.strip()}” [{e.n}]"
+
+
+def verify_answer(text: str, evidence: list[Evidence], scorer=None, quotes: set[str] = frozenset()) -> VerifiedAnswer:
+    pieces, verdicts = [], []
+    for claim in sentences(text):
+        v = resolve(cheap_verdict(claim, evidence, quotes), scorer)
+        verdicts.append(v)
+        if v.status == "unsupported":
+            continue
+        pieces.append(replacement(v) if v.status == "contradiction" else claim)
+    # Never replace a quote twice: two contradicting sentences may claim the same evidence.
+    out: list[str] = []
+    for p in pieces:
+        if p not in out:
+            out.append(p)
+    return VerifiedAnswer("\n".join(_join(out)), verdicts)
+
+
+def _join(pieces: list[str]) -> list[str]:
+    """Sentences back into lines: Chinese sentences run on, a quote line stands alone."""
+    lines: list[str] = []
+    for p in pieces:
+        if lines and not lines[-1].startswith("依据[") and not p.startswith(("依据[", "资料原文")):
+            lines[-1] += p if re.match(r"[\u4e00-\u9fff“]", p) else " " + p
+        else:
+            lines.append(p)
+    return lines

@@ -1,0 +1,148 @@
+"""Evidence selection, answer verification and the abstain calibration (fast: fake models)."""
+
+import json
+import random
+
+import pytest
+
+from fakes import FakeEmbedder, FakeGenerator
+from rag.abstain import Calibration, fit, load_calibration
+from rag.assistant import Assistant
+from rag.chunking import Chunk
+from rag.evidence import Evidence, select_evidence, sentence_pieces, split_sentences
+from rag.retriever import Hit
+from rag.verify import polarity_conflict, releasable, verify_answer
+
+
+def hit(text, heading="", source="notes.md", start=0):
+    return Hit(Chunk(id=str(hash(text)), source=source, heading=heading, text=text, start=start,
+                     end=start + len(text), line=3, file_sha256="x"), 1.0)
+
+
+def test_sentences_split_on_chinese_and_english_punctuation():
+    text = "梯度消失很常见。  它为什么发生？因为连乘！Use ReLU. Version 2.5 works\n下一行"
+    spans = split_sentences(text)
+    assert [text[s:e] for s, e in spans] == ["梯度消失很常见。", "它为什么发生？", "因为连乘！", "Use ReLU.",
+                                             "Version 2.5 works", "下一行"]
+    assert "".join(sentence_pieces(text)) == text
+
+
+def test_evidence_picks_the_answering_sentence_not_the_heading():
+    hits = [hit("梯度爆炸和梯度消失哪个更常见？一般来说，梯度爆炸不如梯度消失出现的机会多。梯度爆炸可以用梯度裁剪缓解。",
+                heading="梯度爆炸和梯度消失哪个更常见？", start=100),
+            hit("卷积层提取局部特征。池化层降低分辨率。", heading="CNN 的结构")]
+    ev = select_evidence("梯度爆炸跟梯度消失比，哪个更常见？", hits, FakeEmbedder(), max_sentences=1, neighbours=0)
+    assert [e.text for e in ev] == ["一般来说，梯度爆炸不如梯度消失出现的机会多。"]
+    e = ev[0]
+    assert e.n == 1 and e.source == "notes.md"
+    assert hits[0].chunk.text[e.start - 100:e.end - 100] == e.text  # offsets point into the source file
+
+
+def test_a_sentence_that_announces_a_list_brings_the_next_one():
+    hits = [hit("防止过拟合的方法如下：\n数据增强、正则化、dropout。\n其他内容。", heading="如何防止过拟合")]
+    ev = select_evidence("怎么防止过拟合", hits, None, max_sentences=1, neighbours=0)
+    assert len(ev) == 2 and ev[1].text.startswith("数据增强")
+
+
+@pytest.mark.parametrize("claim,evidence,conflict", [
+    ("卷积操作本身不是线性的 [1]。", "卷积操作是线性的。", True),
+    ("梯度爆炸比梯度消失更常见 [1]。", "一般来说，梯度爆炸不如梯度消失出现的机会多。", True),
+    ("卷积操作是线性的 [1]。", "卷积操作是线性的。", False),
+    ("测试时不需要 dropout。", "测试时不使用 dropout。", False),
+    ("Dropout is not used at test time.", "测试时不使用 dropout。", False),
+    ("不同的激活函数效果不同。", "激活函数效果不同。", False),  # 不同 is not a negation
+])
+def test_polarity(claim, evidence, conflict):
+    assert polarity_conflict(claim, evidence) is conflict
+
+
+def _ev(text, n=1):
+    return Evidence(n, text, "notes.md", 1, 0, len(text), 1.0)
+
+
+def test_contradiction_is_replaced_by_the_evidence_and_unsupported_removed_without_a_model():
+    ev = [_ev("一般来说，梯度爆炸不如梯度消失出现的机会多。")]
+    v = verify_answer("梯度爆炸比梯度消失出现的机会更多 [1]。另外，火星上也有梯度 [1]。", ev)
+    assert "梯度爆炸比梯度消失" not in v.text and "火星" not in v.text
+    assert "资料原文：“一般来说，梯度爆炸不如梯度消失出现的机会多。” [1]" in v.text
+    assert v.replaced == 1 and v.removed == 1
+    assert "removed 1 unsupported sentence" in v.note() and "replaced 1" in v.note()
+
+
+def test_supported_sentence_is_kept_and_the_model_settles_unsure_ones():
+    ev = [_ev("测试时不使用 dropout，只在训练时随机丢弃神经元。")]
+    assert verify_answer("测试时不使用 dropout [1]。", ev).text == "测试时不使用 dropout [1]。"
+    calls = []
+
+    def yes(messages, prefix, conts):
+        calls.append(messages[-1]["content"])
+        return [(-0.1, 1), (-3.0, 1)]
+
+    v = verify_answer("Inference mode switches it off [1].", ev, scorer=yes)
+    assert v.text == "Inference mode switches it off [1]." and v.verdicts[0].status == "supported-by-model" and calls
+    no = lambda m, p, c: [(-3.0, 1), (-0.1, 1)]  # noqa: E731
+    assert verify_answer("Inference mode switches it off [1].", ev, scorer=no).text == ""
+    # A claim about the same words with the opposite sense is replaced by the evidence, whatever the model says.
+    v = verify_answer("测试时使用 dropout [1]。", ev, scorer=no)
+    assert v.replaced == 1 and v.text.startswith("资料原文：“测试时不使用 dropout")
+
+
+def test_streaming_holds_back_from_the_first_suspect_sentence():
+    ev = [_ev("卷积操作是线性的。")]
+    text = "卷积操作是线性的 [1]。卷积操作不是线性的 [1]。后面"
+    upto, held = releasable(text, 0, ev)
+    assert text[:upto] == "卷积操作是线性的 [1]。" and held
+
+
+def test_ask_streams_evidence_first_and_never_shows_a_contradiction(settings):
+    bad = "测试时要用 Dropout，Dropout 在测试时必须打开 [1]。"
+    a = Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator(bad))
+    events = list(a.ask("测试的时候要用 Dropout 吗?"))
+    assert events[0].kind == "retrieved" and events[0].evidence
+    assert any("Dropout" in e.text for e in events[0].evidence)
+    shown = "".join(e.text for e in events if e.kind == "token")
+    ans = events[-1].answer
+    assert "必须打开" not in shown and "必须打开" not in ans.text
+    assert ans.text.startswith("依据[") and ans.verified.verdicts
+    assert ans.to_dict()["evidence"] and ans.timings["evidence_shown"] < ans.timings["total"]
+
+
+def test_passages_style_still_available(settings):
+    from dataclasses import replace
+
+    gen = FakeGenerator()
+    a = Assistant(replace(settings, answer_style="passages"), embedder=FakeEmbedder(), generator=gen)
+    ans = a.answer("测试的时候要用 Dropout 吗?")
+    assert not ans.abstained and gen.prefixes == [""] and ans.verified is None
+
+
+def test_calibration_fit_cross_validates_and_is_tied_to_its_model(tmp_path):
+    rng = random.Random(1)
+    X, y = [], []
+    for _ in range(120):
+        covered = rng.random() < 0.6
+        X.append([rng.gauss(0.6 if covered else 0.3, 0.1), rng.gauss(0.9, 0.02), rng.random(),
+                  rng.gauss(2.0 if covered else -1.0, 0.7)])
+        y.append(covered)
+    cal = fit("m1", X, y)
+    assert cal.cv["f1"] > 0.85 and cal.cv["folds"] == 5
+    assert cal.probability([0.6, 0.9, 0.5, 2.0]) > 0.5 > cal.probability([0.3, 0.9, 0.5, -1.5])
+    path = tmp_path / "abstain.json"
+    cal.save(path)
+    assert isinstance(load_calibration("m1", path), Calibration)
+    assert load_calibration("another-model", path) is None
+    path.write_text("{not json")
+    assert load_calibration("m1", path) is None
+
+
+def test_calibrated_judge_declines_and_keeps_the_closest_passages(settings, monkeypatch, tmp_path):
+    path = tmp_path / "abstain.json"
+    # A calibration that trusts only the judge: the fake scorer's "能" is unlikely for this question.
+    Calibration("fake-generator", [0, 0, 0, 5.0], 0.0, [0, 0, 0, 0], [1, 1, 1, 1], 0.5, {}).save(path)
+    monkeypatch.setattr("rag.assistant.load_calibration", lambda model: load_calibration(model, path))
+    gen = FakeGenerator()
+    gen.score = lambda messages, prefix, conts: [(-5.0, 1), (-0.1, 1)]
+    a = Assistant(settings, embedder=FakeEmbedder(), generator=gen)
+    ans = a.answer("测试的时候要用 Dropout 吗?")
+    assert ans.abstained and ans.p_covered < 0.5 and ans.hits and gen.prompts == []
+    assert json.loads(json.dumps(ans.to_dict()))["p_covered"] < 0.5
