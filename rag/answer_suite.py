@@ -233,13 +233,25 @@ def fit_abstain(model_id: str, rows: list[dict]) -> dict:
 # ---------------------------------------------------------------- entry (called by rag.evaluate.main)
 
 def run_suite(suite: str, a, args, out, bar) -> tuple[dict, str]:
-    """answers (rubric or keyword set, --set), evidence (tuning sets, no LLM), abstain (fit + save)."""
+    """answers (rubric or keyword set, --set), evidence (tuning sets, no LLM), abstain (fit + save),
+    mcq-judge (one true/false judgement per option)."""
     import json
     from pathlib import Path
 
     from .evaluate import data_dir, load_jsonl
 
     k = getattr(args, "k", None)
+    if suite == "mcq-judge":
+        from . import mcq_judge
+
+        items = [i for i in load_jsonl(data_dir() / "mcq.jsonl") if not i.get("excluded")]
+        if getattr(args, "limit", None):
+            items = items[: args.limit]
+        r = mcq_judge.run(a, items, k, bar)
+        (out / "mcq_judge.md").write_text(mcq_judge.markdown(r), encoding="utf-8")
+        (out / "mcq_judge.json").write_text(json.dumps(r, ensure_ascii=False, indent=1), encoding="utf-8")
+        return r, (f"RAG {_pct(r['rag'])} (shuffled {_pct(r['rag_shuffled'])}), closed-book {_pct(r['closed'])}; "
+                   f"negated stems {_pct(r['rag_negated'])}")
     if suite == "evidence":
         items = load_jsonl(data_dir() / "retrieval.jsonl") + load_jsonl(data_dir() / "answers.jsonl")
         r = run_evidence(a, items, k)
@@ -254,8 +266,9 @@ def run_suite(suite: str, a, args, out, bar) -> tuple[dict, str]:
         limit = getattr(args, "limit", None)
         inside = [i for i in items if covered_of(i) and i.get("kind") != "heading"]  # paraphrases: the hard case
         outside = [i for i in items if not covered_of(i)]
-        # every unanswerable question, and a spread of answerable ones (every 2nd: 2.5 s of LLM each)
-        chosen = outside + inside[::2]
+        # every unanswerable question and every 4th answerable paraphrase (about balanced; each costs
+        # one prompt of LLM reading, 3-8 s here)
+        chosen = outside + inside[::4]
         if limit:
             chosen = chosen[:limit]
         model = getattr(a.generator, "model_id", "?")
@@ -279,10 +292,13 @@ def run_suite(suite: str, a, args, out, bar) -> tuple[dict, str]:
         return r, f"cross-validated abstain F1 {fitted['report']['all four']['f1']:.3f}"
     path = Path(getattr(args, "set", None) or data_dir() / "answers.jsonl")
     items = load_jsonl(path)
+    if getattr(args, "every", None):  # a spread subset: every n-th item
+        items = items[:: args.every]
     if getattr(args, "limit", None):
         items = items[: args.limit]
     r = run(a, items, k, bar)
-    name = path.stem
+    style = a.settings.answer_style
+    name = path.stem + ("" if style == "evidence" else f"_{style}") + (f"_every{args.every}" if getattr(args, "every", None) else "")
     (out / f"{name}.md").write_text(markdown(r, f"Answers: {path.name}"), encoding="utf-8")
     (out / f"{name}.json").write_text(json.dumps(r, ensure_ascii=False, indent=1), encoding="utf-8")
     summary = (f"correct {_pct(r['correct'])}, contradictions {_pct(r['contradiction_rate'])}, citation precision "

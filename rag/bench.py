@@ -517,6 +517,7 @@ TUNING = [  # (label, threads (0 = auto), generator options, environment, a comp
     ("2 threads", 2, {}, {}, False),
     ("1 thread", 1, {}, {}, False),
     ("2 threads, OMP_WAIT_POLICY=PASSIVE", 2, {}, {"OMP_WAIT_POLICY": "PASSIVE"}, False),
+    ("2 threads, ubatch 512 (the default until 2026-12)", 2, {"n_batch": 512, "n_ubatch": 512}, {}, False),
     ("2 threads, ubatch 256", 2, {"n_batch": 256, "n_ubatch": 256}, {}, False),
     ("2 threads, ubatch 128", 2, {"n_batch": 512, "n_ubatch": 128}, {}, False),
     ("2 threads, batch 1024", 2, {"n_batch": 1024, "n_ubatch": 1024}, {}, False),

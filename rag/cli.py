@@ -254,9 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
 
     s = sub.add_parser("eval", parents=[common], help="accuracy report (mcq, retrieval, answers; all by default)")
-    s.add_argument("suite", nargs="?", default="all", choices=["all", "mcq", "retrieval", "answers", "evidence", "abstain"])
+    s.add_argument("suite", nargs="?", default="all", choices=["all", "mcq", "retrieval", "answers", "evidence", "abstain", "mcq-judge"])
     s.add_argument("--set", type=Path, help="answers: a rubric set such as eval/answers_blind.jsonl (report named after it)")
     s.add_argument("--limit", type=int, help="only the first N items (quick check)")
+    s.add_argument("--every", type=int, help="answers --set: every N-th item (a spread subset)")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
     s.add_argument("-k", type=int, help="passages per question")
     s.add_argument("--no-cache", action="store_true", help="re-score every MCQ option (ignore cached LLM scores)")

@@ -36,7 +36,7 @@ from .errors import RagError
 
 LETTERS = "ABCDEFGHIJ"
 SUITES = ("mcq", "retrieval", "answers")
-EXTRA_SUITES = ("evidence", "abstain")  # rag.answer_suite; run by name only
+EXTRA_SUITES = ("evidence", "abstain", "mcq-judge")  # rag.answer_suite; run by name only
 MODES = ("dense", "bm25", "hybrid")
 MAX_K = 10  # depth of the hit@k curve
 MCQ_K = 3  # passages per MCQ prompt (short prompts: prompt evaluation dominates the run time)

@@ -50,6 +50,15 @@ ANSWER_STYLES = ("evidence", "passages")
 JUDGE_PREFIX = "先判断：上面的依据能直接回答这个问题吗？回答（能/不能）："
 JUDGE_YES, JUDGE_NO = "能", "不能"
 
+# Multiple choice, one option at a time (rag/mcq_judge.py): the log-odds of "对" vs "错" for
+# "is this candidate answer right?", with the option's own evidence or closed-book. Judging options one
+# by one makes the result independent of their order.
+OPTION_SYSTEM = "你是深度学习考试阅卷老师。判断候选答案是否正确地回答了问题。只回答“对”或“错”。"
+OPTION_USER = "{context}问题：{question}\n候选答案：{option}\n这个候选答案对吗？"
+OPTION_CONTEXT = "参考资料：\n{evidence}\n\n"
+OPTION_PREFIX = "回答："
+OPTION_TRUE, OPTION_FALSE = "对", "错"
+
 # Does the evidence sentence support a sentence of the answer? Used only where the cheap checks
 # (overlap, negation, antonyms) are unsure; see rag/verify.py.
 SUPPORT_SYSTEM = "判断“说法”是否与“依据”的意思一致。只回答“是”或“否”。"
@@ -101,6 +110,12 @@ def evidence_messages(question: str, evidence, hits) -> list[dict]:
 def quote_prefix(top) -> str:
     """The system-written opening of an evidence answer: the best sentence, quoted verbatim."""
     return QUOTE_PREFIX.format(n=top.n, sentence=top.text.strip())
+
+
+def option_messages(question: str, option: str, evidence: str | None) -> list[dict]:
+    context = OPTION_CONTEXT.format(evidence=evidence) if evidence else ""
+    return [{"role": "system", "content": OPTION_SYSTEM},
+            {"role": "user", "content": OPTION_USER.format(context=context, question=question, option=option)}]
 
 
 def support_messages(evidence: str, claim: str) -> list[dict]:

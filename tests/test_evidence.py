@@ -146,3 +146,26 @@ def test_calibrated_judge_declines_and_keeps_the_closest_passages(settings, monk
     ans = a.answer("测试的时候要用 Dropout 吗?")
     assert ans.abstained and ans.p_covered < 0.5 and ans.hits and gen.prompts == []
     assert json.loads(json.dumps(ans.to_dict()))["p_covered"] < 0.5
+
+
+def test_mcq_judge_turns_negated_stems_positive_and_takes_the_worst_option():
+    from rag.mcq_judge import decide, positive_form
+
+    assert positive_form("下列哪个说法是不正确的?") == ("下列哪个说法是正确的?", True)
+    assert positive_form("以下哪种做法不可取") == ("以下哪种做法可取", True)
+    assert positive_form("Which statement is NOT true?") == ("Which statement is true?", True)
+    assert positive_form("哪个激活函数引入了非线性?") == ("哪个激活函数引入了非线性?", False)
+    assert decide([0.5, 2.0, -1.0], negated=False, multi=False) == [1]
+    assert decide([0.5, 2.0, -1.0], negated=True, multi=False) == [2]
+    assert decide([0.5, 2.0, -1.0], negated=False, multi=True) == [0, 1]
+    assert decide([-0.5, -2.0], negated=False, multi=True) == [0]
+
+
+def test_mcq_judge_scores_each_option_alone_so_order_cannot_matter(settings):
+    from rag.mcq_judge import run
+
+    a = Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator())
+    items = [{"id": 1, "question": "测试时要用 Dropout 吗?", "options": ["不需要，测试时关闭 Dropout", "红烧肉", "火星"],
+              "answer": [0]}]
+    r = run(a, items)
+    assert r["items"][0]["rag"]["pred"] == [0] and r["rag"] == r["rag_shuffled"] == 1.0

@@ -63,3 +63,31 @@ def test_new_markdown_file_becomes_answerable(real):
     assert report.added == ["extra.md"] and report.embedded <= 3
     r = real.search("Swish 激活函数是什么", k=3)
     assert r.hits[0].chunk.source == "extra.md"
+
+
+# ---------------------------------------------------------------- answers you can trust (issue: evidence first)
+
+def test_contradiction_never_reaches_the_user(real):
+    """The note says exploding gradients occur less often; the 1.5B reader, given that very sentence,
+    has concluded the opposite. Neither the stream nor the final answer may say so."""
+    events = list(real.ask("梯度爆炸跟梯度消失比哪个更常见？"))
+    assert events[0].kind == "retrieved" and any("不如梯度消失" in e.text for e in events[0].evidence)
+    shown = "".join(e.text for e in events if e.kind == "token")
+    ans = events[-1].answer
+    assert not ans.abstained
+    for text in (shown, ans.text):
+        assert "梯度爆炸比梯度消失更常见" not in text and "梯度爆炸更常见" not in text, text
+    assert "不如梯度消失" in ans.text  # the evidence, quoted
+
+
+def test_paraphrase_with_few_shared_words_is_answered(real):
+    ans = real.answer("梯度越往前传越小，有什么简单的处理办法？")
+    assert not ans.abstained, (ans.p_covered, ans.text)
+    assert ans.sources and ans.evidence
+
+
+@pytest.mark.parametrize("q", ["LoRA 微调的原理是什么？", "Kaiming 初始化为什么方差是 2/n？"])
+def test_near_topic_question_is_declined_with_the_closest_passages(real, q):
+    ans = real.answer(q)
+    assert ans.abstained, (ans.p_covered, ans.text)
+    assert ans.hits and not ans.sources

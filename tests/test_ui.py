@@ -243,6 +243,9 @@ def test_ask_streams_an_answer_with_citation_and_sources(client):
     outputs, chat = _ask(client, "测试的时候要用 Dropout 吗?")
     assert len(outputs) >= 4  # waiting, retrieved, several token updates, done
     assert any("rag-streaming" in str(o) for o in outputs)
+    # 依据: the evidence is on screen in the first update after retrieval, before any answer text
+    first = next(str(o) for o in outputs if "rag-streaming" in str(o))
+    assert "rag-evidence" in first and "依据" in first and "rag-cursor" not in first
     answer = _last_answer(chat)
     assert re.search(r'<a class="rag-cite" href="#rag-\w+-src-1"', answer)
     assert "rag-sources" in answer and 'class="rag-src"' in answer and "notes.md" in answer
