@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import prompts
-from .abstain import features, load_calibration
+from .abstain import features, load_calibration, unknown_names
 from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations, numbers_in
 from .config import Settings
@@ -32,6 +32,7 @@ class Answer:
     evidence: list[Evidence] = field(default_factory=list)
     verified: VerifiedAnswer | None = None
     p_covered: float | None = None  # calibrated P(the evidence answers the question), when a fit exists
+    unknown: list[str] = field(default_factory=list)  # names in the question no note mentions (declined)
 
     @property
     def sources(self) -> list[tuple[int, Hit]]:
@@ -48,6 +49,7 @@ class Answer:
             "passages": [{"n": i + 1, **h.to_dict()} for i, h in enumerate(self.hits)],
             "evidence": [e.to_dict() for e in self.evidence],
             "p_covered": None if self.p_covered is None else round(self.p_covered, 4),
+            "unknown_terms": self.unknown,
             "verification": self.verified.note() if self.verified else "",
             "removed_citations": self.checked.removed if self.checked else [],
             "attached_citations": self.checked.attached if self.checked else [],
@@ -161,15 +163,20 @@ class Assistant:
         timings["evidence_shown"] = time.perf_counter() - t0
         style = self.settings.answer_style
 
-        def declined(p_covered=None) -> Event:
+        def declined(p_covered=None, unknown=()) -> Event:
             timings["total"] = time.perf_counter() - t0
-            return Event("done", answer=Answer(question, query, prompts.not_covered_message(question), retrieval.hits,
-                                               True, None, timings, evidence, None, p_covered))
+            text = prompts.not_covered_message(question, list(unknown))
+            return Event("done", answer=Answer(question, query, text, retrieval.hits, True, None, timings, evidence,
+                                               None, p_covered, list(unknown)))
 
         if not retrieval.hits or (style == "evidence" and not evidence):
             yield declined()
             return
         if style == "evidence":
+            unknown = unknown_names(query, self.index().bm25.legs["jieba"])
+            if unknown:
+                yield declined(0.0, unknown)
+                return
             messages = prompts.evidence_messages(question, evidence, retrieval.hits)
             p_covered = self.p_covered(retrieval, evidence, messages)
             timings["judge"] = time.perf_counter() - t0 - timings["evidence_shown"]

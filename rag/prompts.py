@@ -146,5 +146,11 @@ def says_not_covered(answer: str) -> bool:
     return any(m.lower() in head for m in NOT_COVERED_MARKERS)
 
 
-def not_covered_message(question: str) -> str:
-    return NOT_COVERED_ZH if is_chinese(question) else NOT_COVERED_EN
+NOT_MENTIONED_ZH = "笔记里没有提到 {names}。"
+NOT_MENTIONED_EN = "The notes never mention {names}. "
+
+
+def not_covered_message(question: str, unknown: list[str] | None = None) -> str:
+    zh = is_chinese(question)
+    head = ((NOT_MENTIONED_ZH if zh else NOT_MENTIONED_EN).format(names=", ".join(unknown))) if unknown else ""
+    return head + (NOT_COVERED_ZH if zh else NOT_COVERED_EN)

@@ -169,3 +169,15 @@ def test_mcq_judge_scores_each_option_alone_so_order_cannot_matter(settings):
               "answer": [0]}]
     r = run(a, items)
     assert r["items"][0]["rag"]["pred"] == [0] and r["rag"] == r["rag_shuffled"] == 1.0
+
+
+def test_names_no_note_mentions_decline_before_the_model_reads(settings):
+    from rag.abstain import unknown_names
+
+    gen = FakeGenerator()
+    a = Assistant(settings, embedder=FakeEmbedder(), generator=gen)
+    leg = a.index().bm25.legs["jieba"]
+    assert unknown_names("LoRA 和 Dropout 有什么关系？", leg) == ["LoRA"]
+    assert unknown_names("Does Dropout help at test time? What about BN?", leg) == []
+    ans = a.answer("LoRA 微调时测试阶段要用 Dropout 吗？")
+    assert ans.abstained and ans.unknown == ["LoRA"] and "LoRA" in ans.text and gen.prompts == []
