@@ -26,6 +26,7 @@ def _questions(n: int) -> list[str]:
 
 
 def _one(a, question: str) -> dict:
+    read0 = getattr(a.generator, "tokens_read", None)
     t0 = time.perf_counter()
     first_text = None
     answer = None
@@ -36,12 +37,16 @@ def _one(a, question: str) -> dict:
             answer = ev.answer
     st = dict(getattr(a.generator, "stats", {}) or {})
     t = answer.timings
-    read = (st.get("prompt_tokens") or 0) - (st.get("cached_tokens") or 0)
+    # Every prompt token the model processed for this question (the coverage judge's prompt included),
+    # not only the last call's: the answer reuses the judge's KV cache.
+    read = (a.generator.tokens_read - read0) if read0 is not None else \
+        (st.get("prompt_tokens") or 0) - (st.get("cached_tokens") or 0)
     gen = st.get("gen_tokens") or 0
+    reading = (t["first_token"] - t["evidence_shown"]) if "first_token" in t and "evidence_shown" in t else None
     return {"question": question, "abstained": answer.abstained, "evidence_shown_s": t.get("evidence_shown"),
             "first_text_s": first_text, "first_token_s": t.get("first_token"), "total_s": t.get("total"),
             "prompt_tokens": st.get("prompt_tokens"), "tokens_read": read if not answer.abstained else 0,
-            "prefill_tps": (read / st["prefill_s"]) if st.get("prefill_s") and read > 0 else None,
+            "prefill_tps": (read / reading) if reading and read > 0 else None,
             "gen_tps": ((gen - 1) / st["gen_s"]) if st.get("gen_s") and gen > 1 else None,
             "answer": answer.text[:200]}
 
@@ -106,9 +111,11 @@ def markdown(r: dict) -> str:
                      f"{_f(n[key + '_p50'])} / {_f(n[key + '_p95'])} s |")
     lines += [f"| tokens the model reads per question (after KV reuse), mean | {_f(o['tokens_read_mean'], 0)} | "
               f"{_f(n['tokens_read_mean'], 0)} |",
-              f"| prompt processing, p50 | {_f(o['prefill_tps_p50'], 1)} tok/s | {_f(n['prefill_tps_p50'], 1)} tok/s |",
+              f"| prompt processing (tokens read / time from evidence to first token), p50 | "
+              f"{_f(o['prefill_tps_p50'], 1)} tok/s | {_f(n['prefill_tps_p50'], 1)} tok/s |",
               f"| generation, p50 | {_f(o['gen_tps_p50'], 1)} tok/s | {_f(n['gen_tps_p50'], 1)} tok/s |",
               "", f"First model token, p50 ratio old/new: **{_f(r['first_token_speedup'], 2)}×**.", "",
+              "Tokens read count every prompt token the model processed for the question, the judge's included. "
               "The evidence path's first model token includes the coverage judge (the same prompt, scored for "
               "\"能/不能\"; the answer then reuses its KV cache). Its first text on screen is the system-written quote "
               "of the best evidence sentence, shown before the model has read anything.", ""]

@@ -288,6 +288,7 @@ class LlamaCppGenerator:
         self._snapshots: OrderedDict[tuple, ctypes.Array] = OrderedDict()  # prompt tokens -> saved KV state
         self._lock = threading.Lock()  # one llama context: one request at a time
         self.stats: dict = {}
+        self.tokens_read = 0
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._formatter = Jinja2ChatFormatter(template=self.llm.metadata.get("tokenizer.chat_template"),
@@ -361,6 +362,7 @@ class LlamaCppGenerator:
             same = best
         same = min(same, len(tokens) - 1)
         self._truncate(same)
+        self.tokens_read += len(tokens) - same  # what the prompt cost, across calls (rag bench answer)
         self._decode(tokens[same:], logits="last")
         self._snapshot()
         return same
