@@ -1,9 +1,9 @@
 """`rag bench answer`: the answer path as a user feels it, old (five passages) vs new (evidence) default.
 
 One process, model warm, the same questions for both paths, alternating per question so that any
-other load on the machine hits both alike. Per question: evidence on screen, first text on screen
-(the system-written quote of the evidence path appears before the model has read anything), first
-model token, total; tokens the model read (prompt minus KV-cache reuse), generation speed; RSS.
+other load on the machine hits both alike. Per question: evidence on screen, first answer text on
+screen (the evidence path's system-written quote, once the coverage judge has decided), first model
+token, total; tokens the model read (prompt minus KV-cache reuse), generation speed; RSS.
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ def markdown(r: dict) -> str:
               "", f"First model token, p50 ratio old/new: **{_f(r['first_token_speedup'], 2)}×**.", "",
               "Tokens read count every prompt token the model processed for the question, the judge's included. "
               "The evidence path's first model token includes the coverage judge (the same prompt, scored for "
-              "\"能/不能\"; the answer then reuses its KV cache). Its first text on screen is the system-written quote "
-              "of the best evidence sentence, shown before the model has read anything.", ""]
+              "\"能/不能\"; the answer then reuses its KV cache). Its first answer text on screen is the system-written quote "
+              "of the best evidence sentence, shown as soon as the judge has decided that the evidence covers the question.", ""]
     return "\n".join(lines) + "\n"
 
 
