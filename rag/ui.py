@@ -436,6 +436,8 @@ class Backend:
         self._lock = threading.Lock()
         self._warming = None
         self._warm_thread: threading.Thread | None = None
+        self.gate = None  # rag.gate.GenerationGate under `rag serve`: one slot shared with the HTTP API
+        self.feedback = None  # rag.feedback.FeedbackStore: answers are recorded so they can be rated
 
     def _warn(self, message: str) -> None:
         log.warning(message)
@@ -670,7 +672,12 @@ def build_app(backend: Backend, api: bool = False):
             yield chat, turns
             hits, text = [], ""
             k = min(max(int(k or settings.top_k), 1), MAX_PASSAGES)  # the API is not bound by the slider
-            for ev in assistant.ask(question, k, history=turns[-HISTORY_TURNS:]):
+            history = turns[-HISTORY_TURNS:]
+            if backend.gate is not None:  # `rag serve`: the API's queue and stall watchdog apply here too
+                events = backend.gate.stream(lambda: assistant.ask(question, k, history=history), bounded=False)
+            else:
+                events = assistant.ask(question, k, history=history)
+            for ev in events:
                 if ev.kind == "retrieved":
                     hits = ev.retrieval.hits if ev.retrieval.covered else []  # abstaining: no wait
                     chat = chat[:base] + [retrieval_message(question, ev.text, ev.retrieval), {
@@ -684,6 +691,8 @@ def build_app(backend: Backend, api: bool = False):
                                 "content": render_answer(ans, turn, bool(show_scores),
                                                          short_model(assistant.settings.generator))}
                     turns.append((question, ans.text))
+                    if backend.feedback is not None:
+                        backend.feedback.record_answer(f"ui-{turn}", ans, assistant.settings.generator, backend)
                 yield chat, turns
         except RagError as e:
             chat = chat[:base] + [{"role": "assistant", "content": render_error(str(e))}]
