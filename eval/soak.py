@@ -184,6 +184,14 @@ def pct(values: list[float], p: float):
     return round(s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))], 3)
 
 
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except OSError:
+        return None
+
+
 def summarize(rows: list[dict], samples: list[dict], args, start: dict, end: dict, wall: float) -> dict:
     ok = [r for r in rows if r["outcome"] == "ok"]
     errors: dict[str, int] = {}
@@ -209,7 +217,7 @@ def summarize(rows: list[dict], samples: list[dict], args, start: dict, end: dic
                  "token_delay_s": args.token_delay if args.models == "fake" else None,
                  "warm_up_minutes": args.warm_up, "sample_s": args.sample,
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                 "command": "python eval/soak.py " + " ".join(sys.argv[1:])},
+                 "command": "python eval/soak.py " + " ".join(sys.argv[1:]), "commit": git_commit()},
         "requests": len(rows), "ok": len(ok), "refused_429": sum(r["outcome"] == "refused" for r in rows),
         "errors": sum(errors.values()), "error_kinds": errors,
         "latency_s": {"p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99), "max": pct(lat, 100)},
@@ -255,7 +263,7 @@ def plot(report: dict, rows: list[dict], path: Path) -> None:
 def write_md(report: dict, path: Path) -> None:
     m, r = report["meta"], report
     lines = [f"# `rag serve` soak: {m['models']} models, {m['minutes']} min at {m['rate_per_s']} req/s", "",
-             f"{m['date']} · `{m['command']}`" + (f" · fake LLM paced at {m['token_delay_s']} s per piece"
+             f"{m['date']} · commit {m['commit']} · `{m['command']}`" + (f" · fake LLM paced at {m['token_delay_s']} s per piece"
                                                    if m["token_delay_s"] else ""), "",
              "| requests | complete answers | refused (429) | errors | p50 | p95 | p99 | stream first token p50 / p95 |",
              "|---|---|---|---|---|---|---|---|",
@@ -325,8 +333,10 @@ def main(argv=None) -> int:
                 next_sample += args.sample
                 done = len(rows)
                 bad = sum(r["outcome"] not in ("ok", "refused") for r in rows)
-                print(f"\r{(now - t0) / 60:5.1f} min  {done} done  {bad} errors  rss {samples[-1]['rss_mb']} MB  "
-                      f"fds {samples[-1]['fds']}", end="", file=sys.stderr, flush=True)
+                if sys.stderr.isatty() or len(samples) % max(1, round(60 / args.sample)) == 1:
+                    print(f"{(now - t0) / 60:5.1f} min  {done} done  {bad} errors  rss {samples[-1]['rss_mb']} MB  "
+                          f"fds {samples[-1]['fds']}", end="\r" if sys.stderr.isatty() else "\n", file=sys.stderr,
+                          flush=True)
             t = threading.Thread(target=run, args=(pick_kind(rng), rng.random()), daemon=True)
             t.start()
             threads.append(t)
