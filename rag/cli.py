@@ -169,8 +169,9 @@ def cmd_ask(args) -> int:
 
 
 def _feedback_db(args) -> Path:
-    return Path(args.feedback_db or os.environ.get("RAG_FEEDBACK_DB") or
-                Path(_settings(args).index_dir).parent / "feedback.sqlite3")
+    from .feedback import default_path
+
+    return Path(args.feedback_db) if args.feedback_db else default_path(_settings(args))
 
 
 def cmd_eval(args) -> int:

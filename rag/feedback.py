@@ -101,6 +101,14 @@ class FeedbackStore:
             return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
+def default_path(settings) -> Path:
+    """RAG_FEEDBACK_DB, else feedback.sqlite3 next to the index directory (not inside it: the index
+    directory holds generations that are replaced wholesale)."""
+    import os
+
+    return Path(os.environ.get("RAG_FEEDBACK_DB") or Path(settings.index_dir).parent / "feedback.sqlite3")
+
+
 def eval_items(store: FeedbackStore) -> list[dict]:
     """👎 answers as draft eval items (eval/answers.jsonl fields, plus a `review` block). A reviewer
     fills in the gold passage (`source`, `gold_heading`, `gold_contains`) and `in_corpus`, and keeps it."""

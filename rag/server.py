@@ -468,7 +468,7 @@ def serve(settings=None, host: str = "127.0.0.1", port: int | None = None, api_k
 
     from . import ui as rag_ui
     from .config import Settings
-    from .feedback import FeedbackStore
+    from .feedback import FeedbackStore, default_path
     from .gate import GenerationGate
 
     settings = settings or Settings.from_env()
@@ -484,7 +484,7 @@ def serve(settings=None, host: str = "127.0.0.1", port: int | None = None, api_k
                           budget=budget or env_float("RAG_BUDGET_SECONDS", BUDGET_SECONDS))
     backend = rag_ui.Backend(settings, embedder=embedder, generator=generator)
     backend.gate = gate  # the UI's answers take the same slot, with the same watchdog
-    store = FeedbackStore(feedback_db or Path(settings.index_dir).parent / "feedback.sqlite3")
+    store = FeedbackStore(feedback_db or default_path(settings))
     backend.feedback = store
     service = Service(backend, gate, store)
     backend.warm_up_in_background()

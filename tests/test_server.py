@@ -177,6 +177,24 @@ def test_gradio_ui_is_mounted_on_the_same_port(server):
     answer = answer if isinstance(answer, str) else "".join(p.get("text", "") for p in answer)
     assert 'class="rag-cite"' in answer and "notes.md" in answer
     assert running.service.gate.stats["served"] >= 1  # the UI's answer went through the shared gate
+    config = client.config
+    bot = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "rag-chat")
+    assert bot["props"]["feedback_options"] == ["Like", "Dislike"]  # 👍/👎 on every answer
+
+
+def test_ui_answers_are_recorded_for_feedback(server):
+    from gradio_client import Client
+
+    from rag.ui import answer_id_in
+
+    running, _ = server
+    chat = Client(running.url + "/", verbose=False).submit(DROPOUT, [], 3, False, api_name="/ask").result(timeout=60)
+    answer_id = answer_id_in(chat[-1]["content"])  # what the 👍/👎 handler reads from the liked message
+    assert answer_id and answer_id.startswith("ui-") and answer_id_in(chat[-2]["content"]) is None
+    store = running.service.feedback
+    store.rate(answer_id, "down", "测试时关闭 Dropout。", channel="ui")
+    row = next(r for r in store.rows(-1) if r["id"] == answer_id)
+    assert row["question"] == DROPOUT and row["channel"] == "ui" and row["correction"] == "测试时关闭 Dropout。"
 
 
 # ---------------------------------------------------------------- feedback
@@ -203,6 +221,11 @@ def test_feedback_is_stored_and_becomes_a_draft_eval_item(server, tmp_path):
     assert new == total == len(items) and item["question"] == DROPOUT
     assert {"id", "question", "source", "gold_contains", "reference_keywords", "in_corpus", "alt_golds"} <= set(item)
     assert export(FeedbackStore(db), out) == (0, total)  # re-export keeps reviewed items, adds none
+    from rag.cli import main
+
+    cli_out = tmp_path / "cli.jsonl"
+    assert main(["eval", "feedback", "--feedback-db", str(db), "--feedback-out", str(cli_out)]) == 0
+    assert [json.loads(x)["id"] for x in cli_out.read_text(encoding="utf-8").splitlines()] == [i["id"] for i in items]
 
 
 # ---------------------------------------------------------------- safety edges
