@@ -74,8 +74,10 @@ class ScriptedGenerator(FakeGenerator):
 
     def __init__(self, delay: float = 0.0, rewrite: str | None = None):
         import threading
+        from collections import deque
 
         super().__init__()
+        self.prompts = deque(maxlen=16)  # recent prompts only: a soak sends thousands
         self.delay = delay
         self.rewrite = rewrite
         self.unblock = threading.Event()
