@@ -217,7 +217,7 @@ def summarize(rows: list[dict], samples: list[dict], args, start: dict, end: dic
                  "token_delay_s": args.token_delay if args.models == "fake" else None,
                  "warm_up_minutes": args.warm_up, "sample_s": args.sample,
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                 "command": "python eval/soak.py " + " ".join(sys.argv[1:]), "commit": git_commit()},
+                 "command": "python eval/soak.py " + " ".join(sys.argv[1:]), "commit": args.commit},
         "requests": len(rows), "ok": len(ok), "refused_429": sum(r["outcome"] == "refused" for r in rows),
         "errors": sum(errors.values()), "error_kinds": errors,
         "latency_s": {"p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99), "max": pct(lat, 100)},
@@ -308,6 +308,7 @@ def main(argv=None) -> int:
         serve_fake(args.workdir, args.port, args.token_delay)
         return 0
 
+    args.commit = git_commit()  # the code the server runs: taken now, the soak lasts an hour
     workdir = Path(tempfile.mkdtemp(prefix="rag-soak-"))
     proc, url = start_server(workdir, args.models, args.token_delay)
     try:
