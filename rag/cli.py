@@ -194,8 +194,11 @@ def cmd_eval(args) -> int:
 def cmd_serve(args) -> int:
     from .server import serve
 
-    serve(_settings(args), host=args.host, port=args.port, stall=args.stall_seconds, budget=args.budget_seconds,
-          gradio_api=args.gradio_api, ui=not args.no_ui, feedback_db=_feedback_db(args))
+    try:
+        serve(_settings(args), host=args.host, port=args.port, stall=args.stall_seconds, budget=args.budget_seconds,
+              gradio_api=args.gradio_api, ui=not args.no_ui, feedback_db=_feedback_db(args))
+    except KeyboardInterrupt:  # uvicorn has already shut down cleanly (Ctrl-C / SIGTERM)
+        print("rag serve: stopped", file=sys.stderr)
     return 0
 
 

@@ -38,110 +38,20 @@ import time
 import uuid
 from pathlib import Path
 
-from .errors import CorpusError, FeedbackError, GenerationTimeout, QueryError, RagError, ServiceBusy
+from .errors import CorpusError, RagError
+from .openai_format import (MAX_BODY_BYTES, ApiError, api_error, chunk, completion, conversation, int_field,
+                            read_json, sources)
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 256 * 1024
-MAX_MESSAGES = 200
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 8000
 STALL_SECONDS = 60.0  # no token for this long ends the answer (env RAG_STALL_SECONDS)
 BUDGET_SECONDS = 300.0  # one answer's total time, and the longest wait for the slot (env RAG_BUDGET_SECONDS)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
-                 headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.headers = status, message, type, code, headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
-
-
-def api_error(e: BaseException) -> ApiError:
-    """The HTTP form of a library error."""
-    if isinstance(e, ApiError):
-        return e
-    if isinstance(e, ServiceBusy):
-        return ApiError(429 if e.full else 503, str(e), "rate_limit_error" if e.full else "server_busy",
-                        "queue_full" if e.full else "queue_timeout", {"Retry-After": str(e.retry_after)})
-    if isinstance(e, GenerationTimeout):
-        return ApiError(504, str(e), "timeout_error", "generation_timeout")
-    if isinstance(e, FeedbackError):
-        return ApiError(404 if e.not_found else 400, str(e), code="unknown_id" if e.not_found else "bad_feedback")
-    if isinstance(e, QueryError):
-        return ApiError(400, str(e), code="bad_question")
-    if isinstance(e, RagError):
-        return ApiError(500, str(e), "server_error", type(e).__name__)
-    log.error("request failed", exc_info=e)
-    return ApiError(500, f"internal error ({type(e).__name__}); see the server log", "server_error")
-
-
 def is_loopback(host: str) -> bool:
     return host in LOOPBACK or host.startswith("127.")
-
-
-# ================================================================ the OpenAI wire format (pure)
-
-def message_text(message) -> str:
-    if not isinstance(message, dict):
-        raise ApiError(400, "each message must be an object with role and content")
-    content = message.get("content")
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]; other part types are ignored
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    raise ApiError(400, "message content must be a string or a list of parts")
-
-
-def conversation(messages) -> tuple[str, list[tuple[str, str]]]:
-    """(question, earlier (user, assistant) turns). System messages are ignored: the assistant's own
-    prompts decide how it answers."""
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "`messages` must be a non-empty list", code="messages")
-    if len(messages) > MAX_MESSAGES:
-        raise ApiError(400, f"at most {MAX_MESSAGES} messages", code="messages")
-    *earlier, last = messages
-    if not isinstance(last, dict) or last.get("role") != "user":
-        raise ApiError(400, "the last message must have role 'user' (the question)", code="messages")
-    question = message_text(last).strip()
-    if not question:
-        raise ApiError(400, "the question is empty", code="bad_question")
-    history, pending = [], None
-    for m in earlier:
-        role, text = (m.get("role") if isinstance(m, dict) else None), message_text(m).strip()
-        if role == "user":
-            pending = text
-        elif role == "assistant" and pending:
-            history.append((pending, text))
-            pending = None
-    return question, history
-
-
-def sources(answer) -> list[dict]:
-    """Every retrieved passage, numbered as the answer's [n] markers number them."""
-    cited = {n for n, _ in answer.sources}
-    out = []
-    for n, h in enumerate(answer.hits, 1):
-        c = h.chunk
-        out.append({"n": n, "file": c.source, "line": c.line, "span": [c.start, c.end], "heading": c.heading,
-                    "text": c.text, "id": c.id, "score": round(h.score, 6), "cited": n in cited})
-    return out
-
-
-def completion(cid: str, model: str, created: int, answer) -> dict:
-    return {"id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                         "finish_reason": "stop"}],
-            "sources": sources(answer), "abstained": answer.abstained, "query": answer.query}
-
-
-def chunk(cid: str, model: str, created: int, delta: dict, finish: str | None = None, **extra) -> str:
-    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
 # ================================================================ the service (no HTTP)
@@ -196,34 +106,6 @@ class Service:
 
 
 # ================================================================ HTTP
-
-async def read_json(request, limit: int = MAX_BODY_BYTES) -> dict:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise ApiError(415, "send the body as application/json", code="content_type")
-    size, parts = 0, []
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise ApiError(413, f"request body over {limit // 1024} KB", code="body_too_large")
-        parts.append(part)
-    try:
-        body = json.loads(b"".join(parts) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the body is not valid JSON", code="bad_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object", code="bad_json")
-    return body
-
-
-def int_field(body: dict, name: str, lo: int, hi: int, default=None):
-    v = body.get(name, default)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ApiError(400, f"`{name}` must be an integer from {lo} to {hi}", code=name)
-    return v
-
 
 async def acquire(gate, request):
     """The slot, waited for in a thread; a client that goes away while waiting gives up its place."""
@@ -335,9 +217,9 @@ def create_app(service: Service, api_key: str = "", loopback_only: bool = True, 
         run = gate.run(slot, service.answer_events(question, history, k))
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
-        def record(answer):
+        async def record(answer):  # an fsync'ed SQLite write: kept off the event loop
             if service.feedback is not None:
-                service.feedback.record_answer(cid, answer, model, service.backend)
+                await anyio.to_thread.run_sync(service.feedback.record_answer, cid, answer, model, service.backend)
 
         if not stream:
             answer = None
@@ -349,7 +231,7 @@ def create_app(service: Service, api_key: str = "", loopback_only: bool = True, 
                 return error_response(e)
             if answer is None:  # the client went away
                 return JSONResponse({"error": {"message": "cancelled", "type": "cancelled"}}, status_code=499)
-            record(answer)
+            await record(answer)
             return JSONResponse(completion(cid, model, created, answer))
 
         async def sse():
@@ -364,7 +246,7 @@ def create_app(service: Service, api_key: str = "", loopback_only: bool = True, 
                         a = ev.answer
                         if not streamed:  # declined before generation: the message is the answer
                             yield chunk(cid, model, created, {"content": a.text})
-                        record(a)
+                        await record(a)
                         yield chunk(cid, model, created, {}, "stop", sources=sources(a), abstained=a.abstained,
                                     query=a.query, answer=a.text)
                         yield "data: [DONE]\n\n"
@@ -375,11 +257,14 @@ def create_app(service: Service, api_key: str = "", loopback_only: bool = True, 
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def feedback(request):
+        import anyio
+
         try:
             body = await read_json(request)
             if service.feedback is None:
                 raise ApiError(404, "feedback is not enabled on this server", code="feedback_disabled")
-            row = service.feedback.rate(body.get("id"), body.get("rating"), body.get("correction"))
+            row = await anyio.to_thread.run_sync(service.feedback.rate, body.get("id"), body.get("rating"),
+                                                 body.get("correction"))
         except Exception as e:
             return error_response(e)
         return JSONResponse({"ok": True, **row})

@@ -432,3 +432,18 @@ def test_ui_answers_share_the_slot_and_the_watchdog(tight):
     assert got[-1].kind == "done"
     with pytest.raises(GenerationTimeout):
         list(gate.stream(lambda: assistant.ask(DROPOUT + " STALLNOW"), bounded=False))
+
+
+def test_readme_openai_example_works_as_written(server, capsys):
+    import re
+
+    from conftest import ROOT
+
+    running, _ = server
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## API server"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) == 5 and "http://127.0.0.1:8000/v1" in code
+    exec(compile(code.replace("http://127.0.0.1:8000", running.url), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "[1]" in out and "notes.md" in out and "True" in out
