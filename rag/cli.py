@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "needs RAG_API_KEY)")
     s.add_argument("--port", type=int, help="port (default: env RAG_PORT, else 8000)")
     s.add_argument("--stall-seconds", type=float, help="end an answer when no token came for this long "
-                   "(default 60, env RAG_STALL_SECONDS)")
+                   "(default 90, env RAG_STALL_SECONDS)")
     s.add_argument("--budget-seconds", type=float, help="time budget of one answer, and of the wait for the "
                    "model (default 300, env RAG_BUDGET_SECONDS)")
     s.add_argument("--gradio-api", action="store_true", help="also open the UI's gradio_client API")

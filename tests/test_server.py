@@ -253,6 +253,9 @@ def test_foreign_hosts_and_origins_get_nothing(server):
             assert "access-control-allow-origin" not in pre.headers
             r = h.post("/v1/retrieve", json={"query": "dropout"}, headers={"Origin": origin})
             assert "access-control-allow-origin" not in r.headers
+            for method, path in [("GET", "/config"), ("POST", "/gradio_api/queue/join"), ("GET", "/v1/models")]:
+                r = h.request(method, path, headers={"Origin": origin})  # the mounted UI's routes too
+                assert "access-control-allow-origin" not in r.headers, (method, path, origin)
         # a form post (no preflight in a browser) is refused: JSON only
         r = h.post("/v1/chat/completions", content=b'{"messages":[]}', headers={"content-type": "text/plain"})
         assert r.status_code == 415
