@@ -148,6 +148,11 @@ class Run:
         self._cancel = threading.Event()
         self._finished = threading.Event()
         self._ended = False
+        # The hard cap does not depend on anyone reading: a client that vanished before its response
+        # started never calls next(), yet the slot must come back within the budget.
+        self._deadline = threading.Timer(self.budget + gate.grace, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
         self._thread = threading.Thread(target=self._work, args=(factory,), name="rag-generation", daemon=True)
         self._thread.start()
 
@@ -168,6 +173,7 @@ class Run:
                     close()  # stops the model's token stream and releases its lock
                 except Exception:  # pragma: no cover - a backend failing to close must not keep the slot
                     log.exception("closing the token stream failed")
+            self._deadline.cancel()
             self._finished.set()
             self._q.put(_END)
             self.slot.release()
@@ -184,6 +190,12 @@ class Run:
         timer = threading.Timer(self.gate.grace, self._abandon_if_stuck)
         timer.daemon = True
         timer.start()
+
+    def _expire(self) -> None:
+        if not self._finished.is_set():
+            self.gate.stats["timeouts"] += 1
+            self._cancel.set()
+            self._abandon_if_stuck()
 
     def _abandon_if_stuck(self) -> None:
         if not self._finished.is_set() and not self.slot.released:

@@ -450,3 +450,22 @@ def test_readme_openai_example_works_as_written(server, capsys):
     exec(compile(code.replace("http://127.0.0.1:8000", running.url), "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "[1]" in out and "notes.md" in out and "True" in out
+
+
+def test_slot_comes_back_within_the_budget_even_if_nobody_reads():
+    """A client gone before its response started never reads the events: the budget still holds."""
+    from rag.gate import GenerationGate
+
+    gate = GenerationGate(stall=0.2, budget=0.6, grace=0.2)
+    never = threading.Event()
+
+    def wedged():
+        yield "x"
+        never.wait()
+
+    gate.run(gate.acquire(), wedged)
+    t0 = time.monotonic()
+    slot = gate.acquire(timeout=3)  # waits for the expired one
+    assert time.monotonic() - t0 < 0.6 + 0.2 + 0.5 and gate.stats["abandoned"] == 1
+    slot.release()
+    never.set()
