@@ -64,7 +64,7 @@ def serve_fake(workdir: Path, port: int, token_delay: float) -> None:
     gen = ScriptedGenerator(delay=token_delay, rewrite="Batch Normalization 有什么缺点？")
     Assistant(settings, embedder=FakeEmbedder(), generator=gen).build()
     print("ready", flush=True)
-    serve(settings, port=port, embedder=FakeEmbedder(), generator=gen, quiet=True,
+    serve(settings, port=port, embedder=FakeEmbedder(), generator=gen, quiet=True, gradio_api=True,
           feedback_db=workdir / "feedback.sqlite3")
 
 
@@ -78,7 +78,7 @@ def start_server(workdir: Path, models: str, token_delay: float) -> tuple[subpro
     else:
         subprocess.run([sys.executable, "-m", "rag.cli", "index", "--corpus", str(workdir / "corpus"),
                         "--index-dir", str(workdir / "index")], check=True, env=env, cwd=workdir)
-        cmd = [sys.executable, "-m", "rag.cli", "serve", "--port", str(port), "--corpus", str(workdir / "corpus"),
+        cmd = [sys.executable, "-m", "rag.cli", "serve", "--port", str(port), "--gradio-api", "--corpus", str(workdir / "corpus"),
                "--index-dir", str(workdir / "index"), "--feedback-db", str(workdir / "feedback.sqlite3")]
     proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.DEVNULL if models == "real" else subprocess.PIPE,
                             text=True)
@@ -125,7 +125,16 @@ def one_request(url: str, kind: str, rng: random.Random, timeout: float) -> dict
     row = {"kind": kind, "t": time.time()}
     try:
         with httpx.Client(base_url=url, timeout=timeout) as h:
-            if kind == "retrieve":
+            if kind == "ui":  # the chat UI mounted on the same port, through the same generation slot
+                from gradio_client import Client
+
+                chat = Client(url + "/", verbose=False, download_files=False).submit(
+                    rng.choice(QUESTIONS), [], 3, False, api_name="/ask").result(timeout=timeout)
+                content = chat[-1]["content"]
+                text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+                r = type("R", (), {"status_code": 200})()
+                ok = "rag-answer" in text and "rag-error" not in text
+            elif kind == "retrieve":
                 r = h.post("/v1/retrieve", json={"query": rng.choice(QUESTIONS), "k": 5})
                 ok = r.status_code == 200 and bool(r.json()["results"])
             else:
@@ -171,8 +180,8 @@ def one_request(url: str, kind: str, rng: random.Random, timeout: float) -> dict
 
 def pick_kind(rng: random.Random) -> str:
     x = rng.random()
-    return ("plain" if x < 0.45 else "stream" if x < 0.7 else "follow_up" if x < 0.8 else "outside" if x < 0.9
-            else "retrieve")
+    return ("plain" if x < 0.42 else "stream" if x < 0.67 else "follow_up" if x < 0.77 else "outside" if x < 0.87
+            else "retrieve" if x < 0.95 else "ui")
 
 
 # ---------------------------------------------------------------- report
@@ -283,7 +292,7 @@ def write_md(report: dict, path: Path) -> None:
     lines += ["", f"![RSS and latency over time]({path.with_suffix('.png').name})", "",
               "Kinds: `plain` chat completion (20% also rated via /v1/feedback), `stream` (SSE), `follow_up` "
               "(with history: rewrite + answer), `outside` (not in the notes: declined with closest passages), "
-              "`retrieve` (/v1/retrieve). Requests start on a fixed schedule; RSS/fds/threads are the server "
+              "`retrieve` (/v1/retrieve), `ui` (a question through the mounted chat UI with gradio_client). Requests start on a fixed schedule; RSS/fds/threads are the server "
               "process's, from /proc."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
