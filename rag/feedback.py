@@ -10,12 +10,16 @@ power cut. One connection guarded by a lock (the API and UI threads share it).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import FeedbackError
+from .errors import FeedbackError, RagError
+
+log = logging.getLogger(__name__)
 
 RATINGS = {"up": 1, "down": -1, "👍": 1, "👎": -1, 1: 1, -1: -1}
 MAX_CORRECTION = 4000
@@ -32,6 +36,14 @@ CREATE TABLE IF NOT EXISTS feedback (
   channel TEXT NOT NULL, updated REAL NOT NULL
 );
 """
+
+
+@contextmanager
+def _as_feedback_error():
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise RagError(f"could not store the rating: {e}") from None  # the server's fault: HTTP 500
 
 
 class FeedbackStore:
@@ -65,12 +77,15 @@ class FeedbackStore:
                json.dumps([{"n": i, "source": h.chunk.source, "line": h.chunk.line, "heading": h.chunk.heading,
                             "text": h.chunk.text[:400]} for i, h in enumerate(hits, 1)], ensure_ascii=False),
                answer.text, int(answer.abstained), model, generation)
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
-            self._inserts += 1
-            if self._inserts % 1000 == 0:
-                self._db.execute("DELETE FROM answers WHERE id NOT IN (SELECT answer_id FROM feedback) AND id IN "
-                                 "(SELECT id FROM answers ORDER BY created DESC LIMIT -1 OFFSET ?)", (KEEP_UNRATED,))
+        try:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+                self._inserts += 1
+                if self._inserts % 1000 == 0:
+                    self._db.execute("DELETE FROM answers WHERE id NOT IN (SELECT answer_id FROM feedback) AND id IN"
+                                     " (SELECT id FROM answers ORDER BY created DESC LIMIT -1 OFFSET ?)", (KEEP_UNRATED,))
+        except sqlite3.Error as e:  # a full disk loses the chance to rate this answer, never the answer itself
+            log.warning("could not record answer %s for feedback: %s", answer_id, e)
 
     def rate(self, answer_id, rating, correction=None, channel: str = "api") -> dict:
         if not isinstance(answer_id, str) or not answer_id:
@@ -82,7 +97,7 @@ class FeedbackStore:
         correction = (correction or "").strip() or None
         if correction and len(correction) > MAX_CORRECTION:
             raise FeedbackError(f"`correction` is over {MAX_CORRECTION} characters")
-        with self._lock:
+        with self._lock, _as_feedback_error():
             if self._db.execute("SELECT 1 FROM answers WHERE id = ?", (answer_id,)).fetchone() is None:
                 raise FeedbackError(f"no answer with id {answer_id!r} (unknown, or too old)", not_found=True)
             # a later rating of the same answer replaces the earlier one; a correction is kept unless replaced

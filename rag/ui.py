@@ -841,7 +841,8 @@ def build_app(backend: Backend, api: bool = False):
             with gr.Tab("问答", id="chat"):
                 chatbot = gr.Chatbot(
                     elem_id="rag-chat", show_label=False, render_markdown=False, height="64vh",
-                    feedback_options=("Like", "Dislike") if backend.feedback is not None else None, buttons=[], layout="panel", group_consecutive_messages=True,
+                    feedback_options=("Like", "Dislike") if backend.feedback is not None else None, buttons=[],
+                    layout="panel", group_consecutive_messages=True,
                     examples=[{"text": q} for q in EXAMPLES],
                     placeholder="<b>问我深度学习面试题</b><br>回答只依据资料库中的笔记，并标出每句话的来源。")
                 with gr.Row(equal_height=True):

@@ -469,3 +469,17 @@ def test_slot_comes_back_within_the_budget_even_if_nobody_reads():
     assert time.monotonic() - t0 < 0.6 + 0.2 + 0.5 and gate.stats["abandoned"] == 1
     slot.release()
     never.set()
+
+
+def test_a_failing_feedback_store_never_fails_the_answer(tmp_path):
+    """Recording an answer is bookkeeping: a broken database logs a warning; a rating says why it failed."""
+    from rag.errors import FeedbackError, RagError
+    from rag.feedback import FeedbackStore
+    from test_ui import _answer, _hit
+
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    store._db.execute("DROP TABLE answers")  # stands in for a full disk / damaged file
+    store.record_answer("x", _answer("测试时关闭 Dropout [1]。", [_hit("测试时关闭 Dropout。")]), "m")
+    with pytest.raises(RagError, match="could not store") as e:  # a 500 over HTTP, not the client's fault
+        store.rate("x", "down")
+    assert not isinstance(e.value, FeedbackError)
