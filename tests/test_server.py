@@ -351,6 +351,17 @@ def test_client_disconnect_cancels_the_generation(tight):
     assert gen.produced == n  # no more pieces are being generated
 
 
+def test_client_timeout_on_a_plain_request_cancels_too(tight):
+    running, gen = tight
+    gate = running.service.gate
+    with _http(running) as h, pytest.raises(httpx.ReadTimeout):
+        h.post("/v1/chat/completions", timeout=0.8, json={"messages": [{"role": "user", "content": DROPOUT + " SLOWNOW"}]})
+    deadline = time.monotonic() + 1.2
+    while gate.busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not gate.busy  # well before the 3 s budget: the server saw the client leave
+
+
 def test_full_queue_is_a_clean_429_with_retry_after(tight):
     running, _ = tight
     gate = running.service.gate
