@@ -404,6 +404,7 @@ def mount_ui(app, backend, settings, api_key: str, gradio_api: bool, host: str, 
 
     demo = rag_ui.build_app(backend, api=gradio_api)
     demo.queue(max_size=rag_ui.QUEUE_SIZE, api_open=False, default_concurrency_limit=1)
+    demo.state_session_capacity = rag_ui.SESSIONS  # what launch(state_session_capacity=) sets; read at mount
     private = [str(Path(p).resolve()) for p in (settings.corpus_dir, settings.index_dir, settings.cache_dir)]
     auth = (lambda user, password: hmac.compare_digest(password.encode(), api_key.encode())) if api_key else None
     gr.mount_gradio_app(

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 QUEUE_SIZE = 16  # waiting jobs; more users get "queue is full" instead of piling up on a laptop
+# Browser sessions whose state (conversation) gradio keeps, oldest evicted first. Its default of
+# 10000 costs ~0.2 MB each: a long-running server grew without bound (eval/results/soak.md).
+SESSIONS = 256
 HISTORY_TURNS = 3  # turns of conversation given to the follow-up rewriter
 MAX_PASSAGES = 10
 HIGHLIGHT_MIN = 0.35  # share of bigrams a passage sentence must share with the answer to be marked
@@ -950,5 +953,6 @@ def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int 
         footer_links=(["api", "gradio"] if api else ["gradio"]), run_history=False,
         allowed_paths=[], blocked_paths=private, max_file_size=MAX_UPLOAD_BYTES,
         enable_monitoring=False,  # gradio's default serves /monitoring/summary to anyone and prints its key
+        state_session_capacity=SESSIONS,
         theme=_theme(), css=CSS, head=HEAD)
     return demo

@@ -494,3 +494,12 @@ def test_a_failing_feedback_store_never_fails_the_answer(tmp_path):
     with pytest.raises(RagError, match="could not store") as e:  # a 500 over HTTP, not the client's fault
         store.rate("x", "down")
     assert not isinstance(e.value, FeedbackError)
+
+
+def test_ui_session_state_is_bounded(server):
+    """gradio keeps every browser session's state (10000 by default, ~0.2 MB each): capped here."""
+    from rag.ui import SESSIONS
+
+    running, _ = server
+    route = next(r for r in running.server.config.app.app.routes if getattr(r, "path", "") == "")
+    assert route.app.state_holder.capacity == SESSIONS <= 1000
