@@ -178,10 +178,12 @@ def one_request(url: str, kind: str, rng: random.Random, timeout: float) -> dict
     return row
 
 
-def pick_kind(rng: random.Random) -> str:
+def pick_kind(rng: random.Random, ui_share: float = 0.05) -> str:
+    if rng.random() < ui_share:
+        return "ui"
     x = rng.random()
-    return ("plain" if x < 0.42 else "stream" if x < 0.67 else "follow_up" if x < 0.77 else "outside" if x < 0.87
-            else "retrieve" if x < 0.95 else "ui")
+    return ("plain" if x < 0.44 else "stream" if x < 0.70 else "follow_up" if x < 0.81 else "outside" if x < 0.92
+            else "retrieve")
 
 
 # ---------------------------------------------------------------- report
@@ -222,7 +224,7 @@ def summarize(rows: list[dict], samples: list[dict], args, start: dict, end: dic
     ttft = [r["ttft"] for r in ok if r.get("ttft") is not None]
     lat = [r["latency"] for r in ok]
     return {
-        "meta": {"models": args.models, "minutes": round(wall / 60, 1), "rate_per_s": args.rate,
+        "meta": {"models": args.models, "minutes": round(wall / 60, 1), "rate_per_s": args.rate, "ui_share": args.ui_share,
                  "token_delay_s": args.token_delay if args.models == "fake" else None,
                  "warm_up_minutes": args.warm_up, "sample_s": args.sample,
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -309,6 +311,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "eval" / "results")
     p.add_argument("--name", default="soak", help="report file stem")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--ui-share", type=float, default=0.05, help="share of questions asked through the chat UI "
+                   "(each a new browser session)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -347,7 +351,7 @@ def main(argv=None) -> int:
                     print(f"{(now - t0) / 60:5.1f} min  {done} done  {bad} errors  rss {samples[-1]['rss_mb']} MB  "
                           f"fds {samples[-1]['fds']}", end="\r" if sys.stderr.isatty() else "\n", file=sys.stderr,
                           flush=True)
-            t = threading.Thread(target=run, args=(pick_kind(rng), rng.random()), daemon=True)
+            t = threading.Thread(target=run, args=(pick_kind(rng, args.ui_share), rng.random()), daemon=True)
             t.start()
             threads.append(t)
             threads = [x for x in threads if x.is_alive()]
