@@ -197,10 +197,38 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def _feedback_db(args) -> Path:
+    from .feedback import default_path
+
+    return Path(args.feedback_db) if args.feedback_db else default_path(_settings(args))
+
+
 def cmd_eval(args) -> int:
+    if args.suite == "feedback":
+        from .feedback import FeedbackStore, export
+
+        db = _feedback_db(args)
+        if not db.exists():
+            raise RagError(f"no feedback database at {db} (rag serve creates it; --feedback-db points elsewhere)")
+        out = args.feedback_out
+        new, total = export(FeedbackStore(db), out)
+        print(f"{new} new 👎 answer(s) → {out} ({total} items to review: fill in source, gold_heading, "
+              f"gold_contains and in_corpus, then move the ones you keep into eval/answers.jsonl)")
+        return 0
     from . import evaluate
 
     return evaluate.main(args, _assistant(args))
+
+
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    try:
+        serve(_settings(args), host=args.host, port=args.port, stall=args.stall_seconds, budget=args.budget_seconds,
+              gradio_api=args.gradio_api, ui=not args.no_ui, feedback_db=_feedback_db(args))
+    except KeyboardInterrupt:  # uvicorn has already shut down cleanly (Ctrl-C / SIGTERM)
+        print("rag serve: stopped", file=sys.stderr)
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -254,14 +282,34 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
 
     s = sub.add_parser("eval", parents=[common], help="accuracy report (mcq, retrieval, answers; all by default)")
-    s.add_argument("suite", nargs="?", default="all", choices=["all", "mcq", "retrieval", "answers", "evidence", "abstain", "mcq-judge"])
+    s.add_argument("suite", nargs="?", default="all",
+                   choices=["all", "mcq", "retrieval", "answers", "evidence", "abstain", "mcq-judge", "feedback"],
+                   help="feedback: turn 👎 answers from rag serve into draft eval items (--feedback-out)")
     s.add_argument("--set", type=Path, help="answers: a rubric set such as eval/answers_blind.jsonl (report named after it)")
     s.add_argument("--limit", type=int, help="only the first N items (quick check)")
     s.add_argument("--every", type=int, help="answers --set: every N-th item (a spread subset)")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
     s.add_argument("-k", type=int, help="passages per question")
     s.add_argument("--no-cache", action="store_true", help="re-score every MCQ option (ignore cached LLM scores)")
+    s.add_argument("--feedback-db", type=Path, help="feedback database (default: feedback.sqlite3 next to the "
+                   "index directory, env RAG_FEEDBACK_DB)")
+    s.add_argument("--feedback-out", type=Path, default=Path("eval/feedback.jsonl"),
+                   help="where `rag eval feedback` writes the items to review")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("serve", parents=[common], help="OpenAI-compatible API + chat UI on one port")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other address "
+                   "needs RAG_API_KEY)")
+    s.add_argument("--port", type=int, help="port (default: env RAG_PORT, else 8000)")
+    s.add_argument("--stall-seconds", type=float, help="end an answer when no token came for this long "
+                   "(default 90, env RAG_STALL_SECONDS)")
+    s.add_argument("--budget-seconds", type=float, help="time budget of one answer, and of the wait for the "
+                   "model (default 300, env RAG_BUDGET_SECONDS)")
+    s.add_argument("--gradio-api", action="store_true", help="also open the UI's gradio_client API")
+    s.add_argument("--no-ui", action="store_true", help="serve the API only")
+    s.add_argument("--feedback-db", type=Path, help="where ratings are stored (default: feedback.sqlite3 next to "
+                   "the index directory, env RAG_FEEDBACK_DB)")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("bench", parents=[common], help="speed and memory benchmarks")
     s.add_argument("suite", nargs="?", default="all", help="all | generation | retrieval | tuning | ann | answer")

@@ -74,3 +74,30 @@ class GenerationError(RagError):
     """The language model failed while producing an answer."""
 
     exit_code = 11
+
+
+class ServiceBusy(RagError):
+    """The generation queue is full (or the wait for the slot ran out): try again after `retry_after` s."""
+
+    exit_code = 12
+
+    def __init__(self, message: str, retry_after: int = 1, full: bool = True):
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+        self.full = full  # True: the wait list is full (HTTP 429); False: waited too long (503)
+
+
+class GenerationTimeout(GenerationError):
+    """The answer stalled (no token for too long) or ran over its time budget; the slot was freed."""
+
+    exit_code = 13
+
+
+class FeedbackError(RagError):
+    """Feedback that cannot be stored: unknown answer id, bad rating, over-long correction."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, not_found: bool = False):
+        super().__init__(message)
+        self.not_found = not_found

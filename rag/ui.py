@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 QUEUE_SIZE = 16  # waiting jobs; more users get "queue is full" instead of piling up on a laptop
+# Browser sessions whose state (conversation) gradio keeps, oldest evicted first. Its default of
+# 10000 costs ~0.2 MB each: a long-running server grew without bound (eval/results/soak.md).
+SESSIONS = 256
 HISTORY_TURNS = 3  # turns of conversation given to the follow-up rewriter
 MAX_PASSAGES = 10
 HIGHLIGHT_MIN = 0.35  # share of bigrams a passage sentence must share with the answer to be marked
@@ -229,6 +232,20 @@ def render_wait(message: str) -> str:
 
 def render_error(message: str) -> str:
     return f'<div class="rag-error">⚠ {esc(message)}</div>'
+
+
+_TURN_ID = re.compile(r'id="rag-([0-9a-f]{8})-src-\d+"')
+
+
+def answer_id_in(value) -> str | None:
+    """Feedback id of a rendered answer ("ui-<turn>", as recorded by answer_turn): its turn id is in
+    the ids of its source entries. None for anything else (the retrieval note, an error, a stop)."""
+    if isinstance(value, dict):
+        value = message_text(value) if "content" in value else value.get("text", "")
+    elif isinstance(value, list):
+        value = message_text({"content": value})
+    m = _TURN_ID.search(str(value or ""))
+    return f"ui-{m.group(1)}" if m else None
 
 
 def retrieval_message(question: str, query: str, retrieval) -> dict:
@@ -444,6 +461,8 @@ class Backend:
         self._lock = threading.Lock()
         self._warming = None
         self._warm_thread: threading.Thread | None = None
+        self.gate = None  # rag.gate.GenerationGate under `rag serve`: one slot shared with the HTTP API
+        self.feedback = None  # rag.feedback.FeedbackStore: answers are recorded so they can be rated
 
     def _warn(self, message: str) -> None:
         log.warning(message)
@@ -683,7 +702,12 @@ def build_app(backend: Backend, api: bool = False):
             yield chat, turns
             hits, text, evidence = [], "", []
             k = min(max(int(k or settings.top_k), 1), MAX_PASSAGES)  # the API is not bound by the slider
-            for ev in assistant.ask(question, k, history=turns[-HISTORY_TURNS:]):
+            history = turns[-HISTORY_TURNS:]
+            if backend.gate is not None:  # `rag serve`: the API's queue and stall watchdog apply here too
+                events = backend.gate.stream(lambda: assistant.ask(question, k, history=history), bounded=False)
+            else:
+                events = assistant.ask(question, k, history=history)
+            for ev in events:
                 if ev.kind == "retrieved":
                     hits, evidence = ev.retrieval.hits, ev.evidence
                     chat = chat[:base] + [retrieval_message(question, ev.text, ev.retrieval), {
@@ -698,6 +722,8 @@ def build_app(backend: Backend, api: bool = False):
                                 "content": render_answer(ans, turn, bool(show_scores),
                                                          short_model(assistant.settings.generator))}
                     turns.append((question, ans.text))
+                    if backend.feedback is not None:
+                        backend.feedback.record_answer(f"ui-{turn}", ans, assistant.settings.generator, backend)
                 yield chat, turns
         except RagError as e:
             chat = chat[:base] + [{"role": "assistant", "content": render_error(str(e))}]
@@ -706,6 +732,36 @@ def build_app(backend: Backend, api: bool = False):
             log.exception("answer failed")
             chat = chat[:base] + [{"role": "assistant", "content": render_error(f"内部错误（{type(e).__name__}），详情见服务端日志")}]
             yield chat, turns
+
+    # ---------------------------------------------------------------- feedback (when a store is attached)
+    def rate_answer(last, data):
+        answer_id = answer_id_in(data.value)
+        if backend.feedback is None or answer_id is None or data.liked not in (True, False):
+            return last
+        try:
+            backend.feedback.rate(answer_id, "up" if data.liked else "down", channel="ui")
+        except RagError as e:
+            gr.Warning(str(e))
+            return last
+        gr.Info("已记录 👍，谢谢" if data.liked else "已记录 👎：可以在下方写下正确的答案")
+        return answer_id
+
+    def send_correction(text, last):
+        text = (text or "").strip()
+        if not text:
+            return text
+        if backend.feedback is None or not last:
+            gr.Warning("先用 👎 标记要更正的回答")
+            return text
+        try:
+            backend.feedback.rate(last, "down", text, channel="ui")
+        except RagError as e:
+            gr.Warning(str(e))
+            return text
+        gr.Info("更正已保存，会进入待审核的评测集")
+        return ""
+
+    rate_answer.__annotations__["data"] = gr.LikeData
 
     def pick_example(chat, evt):
         text = evt.value["text"] if isinstance(evt.value, dict) else str(evt.value)
@@ -802,7 +858,8 @@ def build_app(backend: Backend, api: bool = False):
             with gr.Tab("问答", id="chat"):
                 chatbot = gr.Chatbot(
                     elem_id="rag-chat", show_label=False, render_markdown=False, height="64vh",
-                    feedback_options=None, buttons=[], layout="panel", group_consecutive_messages=True,
+                    feedback_options=("Like", "Dislike") if backend.feedback is not None else None, buttons=[],
+                    layout="panel", group_consecutive_messages=True,
                     examples=[{"text": q} for q in EXAMPLES],
                     placeholder="<b>问我深度学习面试题</b><br>回答只依据资料库中的笔记，并标出每句话的来源。")
                 with gr.Row(equal_height=True):
@@ -813,6 +870,11 @@ def build_app(backend: Backend, api: bool = False):
                     stop = gr.Button("停止", variant="stop", scale=1, min_width=70)
                     clear = gr.Button("新对话", scale=1, min_width=80)
                 pending = gr.Textbox(visible=False)
+                rated = gr.State("")  # id of the answer rated last, for the correction box
+                with gr.Row(visible=backend.feedback is not None):
+                    correction = gr.Textbox(show_label=False, scale=8, lines=1, max_lines=4, max_length=4000,
+                                            placeholder="回答有误？点 👎 后可以在这里写下正确的答案（可选）")
+                    correct_btn = gr.Button("提交更正", scale=1, min_width=80, size="sm")
             with gr.Tab("文档", id="docs"):
                 gr.Markdown(f"资料库目录 `{settings.corpus_dir}`，索引目录 `{settings.index_dir}`。"
                             f"上传的文件只按文件名保存到资料库目录，然后增量索引"
@@ -852,6 +914,9 @@ def build_app(backend: Backend, api: bool = False):
         e2 = send.click(**chat_in).then(**answer, api_visibility="private")
         e3 = chatbot.example_select(pick_example, [chatbot], [msg, chatbot, pending], queue=False,
                                     api_visibility="private").then(**answer, api_visibility="private")
+        chatbot.like(rate_answer, [rated], [rated], queue=False, api_visibility="private")
+        correct_btn.click(send_correction, [correction, rated], [correction], queue=False, api_visibility="private")
+        correction.submit(send_correction, [correction, rated], [correction], queue=False, api_visibility="private")
         stop.click(mark_stopped, [chatbot], [chatbot], cancels=[e1, e2, e3], queue=False, api_visibility="private")
         clear.click(lambda: ([], [], ""), None, [chatbot, turns, msg], queue=False, cancels=[e1, e2, e3],
                     api_visibility="private")
@@ -884,6 +949,9 @@ def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int 
     if not Path(settings.corpus_dir).is_dir():
         raise CorpusError(f"corpus directory not found: {settings.corpus_dir}")
     backend = Backend(settings, embedder=embedder, generator=generator)
+    from .feedback import FeedbackStore, default_path
+
+    backend.feedback = FeedbackStore(default_path(settings))  # 👍/👎 on answers (rag eval feedback)
     if warm_up:  # started first, so the page's initial status already says what is loading
         backend.warm_up_in_background()
     demo = build_app(backend, api=api)
@@ -899,5 +967,6 @@ def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int 
         footer_links=(["api", "gradio"] if api else ["gradio"]), run_history=False,
         allowed_paths=[], blocked_paths=private, max_file_size=MAX_UPLOAD_BYTES,
         enable_monitoring=False,  # gradio's default serves /monitoring/summary to anyone and prints its key
+        state_session_capacity=SESSIONS,
         theme=_theme(), css=CSS, head=HEAD)
     return demo

@@ -70,3 +70,47 @@ class FakeGenerator:
             hit = sum(1 for g in grams if g in context) / len(grams)
             out.append((float(np.log(hit + 1e-3)), max(1, len(c) // 2)))
         return out
+
+
+class ScriptedGenerator(FakeGenerator):
+    """The fake answer paced at `delay` s per piece, with misbehaviour on cue (server tests, soak):
+    a question containing STALLNOW yields two pieces and then blocks until `unblock` is set (a wedged
+    model); SLOWNOW keeps yielding a piece every 0.2 s until closed. Follow-up rewrite prompts get
+    `rewrite` when it is set. `produced` counts the pieces handed out."""
+
+    def __init__(self, delay: float = 0.0, rewrite: str | None = None):
+        import threading
+        from collections import deque
+
+        super().__init__()
+        self.prompts = deque(maxlen=16)  # recent prompts only: a soak sends thousands
+        self.delay = delay
+        self.rewrite = rewrite
+        self.unblock = threading.Event()
+        self.produced = 0
+
+    def stream(self, messages, max_tokens=256):
+        import time
+
+        from rag import prompts
+
+        if messages[0]["content"] == prompts.REWRITE_SYSTEM and self.rewrite:
+            self.prompts.append(messages)
+            yield self.rewrite
+            return
+        user = messages[-1]["content"]
+        if "STALLNOW" in user:
+            yield "卡"
+            yield "住"
+            self.unblock.wait()
+            return
+        if "SLOWNOW" in user:
+            while True:
+                time.sleep(0.2)
+                self.produced += 1
+                yield "慢"
+        for piece in super().stream(messages, max_tokens):
+            if self.delay:
+                time.sleep(self.delay)
+            self.produced += 1
+            yield piece
