@@ -59,7 +59,9 @@ class Answer:
 
 @dataclass
 class Event:
-    kind: str  # "retrieved" | "token" | "done"
+    # "retrieved" | "token" | "pending" (the model produced text that waits for its sentence to end or
+    # for the check: no text, but proof of life for watchdogs and a point to cancel at) | "done"
+    kind: str
     text: str = ""
     retrieval: Retrieval | None = None
     answer: Answer | None = None
@@ -205,12 +207,15 @@ class Assistant:
                 parts.append(piece)
                 if style != "evidence":
                     yield Event("token", text=piece)
-                elif not held:
+                    continue
+                if not held:
                     text = "".join(parts)
                     upto, held = releasable(text, shown, evidence, quotes)
                     if upto > shown:
                         yield Event("token", text=text[shown:upto])
                         shown = upto
+                        continue
+                yield Event("pending")
         except RagError:
             raise
         except Exception as e:  # a backend bug must reach the user as one typed message, not a trace

@@ -74,8 +74,9 @@ class FakeGenerator:
 
 class ScriptedGenerator(FakeGenerator):
     """The fake answer paced at `delay` s per piece, with misbehaviour on cue (server tests, soak):
-    a question containing STALLNOW yields two pieces and then blocks until `unblock` is set (a wedged
-    model); SLOWNOW keeps yielding a piece every 0.2 s until closed. Follow-up rewrite prompts get
+    a question containing stallnow (lower case: a capitalized unknown name would be declined before the
+    model is asked) yields two pieces and then blocks until `unblock` is set (a wedged
+    model); slownow keeps yielding a short sentence every 0.2 s until closed. Follow-up rewrite prompts get
     `rewrite` when it is set. `produced` counts the pieces handed out."""
 
     def __init__(self, delay: float = 0.0, rewrite: str | None = None):
@@ -84,12 +85,13 @@ class ScriptedGenerator(FakeGenerator):
 
         super().__init__()
         self.prompts = deque(maxlen=16)  # recent prompts only: a soak sends thousands
+        self.prefixes = deque(maxlen=16)
         self.delay = delay
         self.rewrite = rewrite
         self.unblock = threading.Event()
         self.produced = 0
 
-    def stream(self, messages, max_tokens=256):
+    def stream(self, messages, max_tokens=256, prefix=""):
         import time
 
         from rag import prompts
@@ -99,17 +101,17 @@ class ScriptedGenerator(FakeGenerator):
             yield self.rewrite
             return
         user = messages[-1]["content"]
-        if "STALLNOW" in user:
+        if "stallnow" in user:
             yield "卡"
             yield "住"
             self.unblock.wait()
             return
-        if "SLOWNOW" in user:
+        if "slownow" in user:
             while True:
                 time.sleep(0.2)
                 self.produced += 1
-                yield "慢"
-        for piece in super().stream(messages, max_tokens):
+                yield "慢。"  # a whole (short) sentence: released by the answer check at once
+        for piece in super().stream(messages, max_tokens, prefix):
             if self.delay:
                 time.sleep(self.delay)
             self.produced += 1

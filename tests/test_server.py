@@ -97,7 +97,9 @@ def test_openai_client_streams_the_answer(server):
     chunks = list(_client(running).chat.completions.create(
         model="fake-generator", messages=[{"role": "user", "content": DROPOUT}], stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert len(chunks) >= 5 and "[1]" in text
+    # The answer streams a checked sentence at a time (the quote of the evidence, then each sentence the
+    # contradiction check accepts), so a short answer is a few chunks, not one per token.
+    assert len(chunks) >= 3 and "[1]" in text
     last = chunks[-1]
     assert last.choices[0].finish_reason == "stop"
     assert last.model_extra["answer"] and last.model_extra["sources"][0]["cited"]
@@ -306,7 +308,7 @@ def test_stalled_generation_frees_the_slot_within_its_budget(tight):
     client = _client(running, timeout=30)
     t0 = time.monotonic()
     with pytest.raises(openai.APIStatusError) as e:
-        client.chat.completions.create(model="fake-generator", messages=[{"role": "user", "content": DROPOUT + " STALLNOW"}])
+        client.chat.completions.create(model="fake-generator", messages=[{"role": "user", "content": DROPOUT + " stallnow"}])
     assert e.value.status_code == 504 and "nothing for 1 s" in str(e.value)
     assert time.monotonic() - t0 < gate.stall + gate.grace + 2
     deadline = time.monotonic() + gate.grace + 1
@@ -316,7 +318,7 @@ def test_stalled_generation_frees_the_slot_within_its_budget(tight):
     # streaming: the error arrives as an SSE error event the client raises
     with pytest.raises(openai.APIError, match="nothing for"):
         list(client.chat.completions.create(model="fake-generator", stream=True,
-                                            messages=[{"role": "user", "content": DROPOUT + " STALLNOW"}]))
+                                            messages=[{"role": "user", "content": DROPOUT + " stallnow"}]))
     r = client.chat.completions.create(model="fake-generator", messages=[{"role": "user", "content": DROPOUT}])
     assert "[1]" in r.choices[0].message.content  # the next question is answered normally
 
@@ -326,10 +328,10 @@ def test_answer_over_its_time_budget_is_stopped(tight):
     t0 = time.monotonic()
     with pytest.raises(openai.APIStatusError, match="time budget") as e:
         _client(running, timeout=30).chat.completions.create(
-            model="fake-generator", messages=[{"role": "user", "content": DROPOUT + " SLOWNOW"}])
+            model="fake-generator", messages=[{"role": "user", "content": DROPOUT + " slownow"}])
     assert e.value.status_code == 504 and time.monotonic() - t0 < running.service.gate.budget + 2
     time.sleep(0.5)
-    assert not running.service.gate.busy  # SLOWNOW yields, so it stopped at its next piece
+    assert not running.service.gate.busy  # slownow yields, so it stopped at its next piece
 
 
 def test_client_disconnect_cancels_the_generation(tight):
@@ -337,9 +339,9 @@ def test_client_disconnect_cancels_the_generation(tight):
     gate = running.service.gate
     with _http(running) as h:
         with h.stream("POST", "/v1/chat/completions", json={"stream": True, "messages": [
-                {"role": "user", "content": DROPOUT + " SLOWNOW"}]}) as r:
+                {"role": "user", "content": DROPOUT + " slownow"}]}) as r:
             lines = r.iter_lines()
-            got = [next(lines) for _ in range(4)]
+            got = [next(lines) for _ in range(10)]  # role, the evidence quote, then the model's sentences
             assert any("慢" in x for x in got)
         # the response is closed: the server notices and stops the model
     deadline = time.monotonic() + 2.5
@@ -355,7 +357,7 @@ def test_client_timeout_on_a_plain_request_cancels_too(tight):
     running, gen = tight
     gate = running.service.gate
     with _http(running) as h, pytest.raises(httpx.ReadTimeout):
-        h.post("/v1/chat/completions", timeout=0.8, json={"messages": [{"role": "user", "content": DROPOUT + " SLOWNOW"}]})
+        h.post("/v1/chat/completions", timeout=0.8, json={"messages": [{"role": "user", "content": DROPOUT + " slownow"}]})
     deadline = time.monotonic() + 1.2
     while gate.busy and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -445,7 +447,7 @@ def test_ui_answers_share_the_slot_and_the_watchdog(tight):
     t.join(10)
     assert got[-1].kind == "done"
     with pytest.raises(GenerationTimeout):
-        list(gate.stream(lambda: assistant.ask(DROPOUT + " STALLNOW"), bounded=False))
+        list(gate.stream(lambda: assistant.ask(DROPOUT + " stallnow"), bounded=False))
 
 
 def test_readme_openai_example_works_as_written(server, capsys):
