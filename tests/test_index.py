@@ -73,7 +73,7 @@ def test_missing_index(tmp_path):
         load_index(tmp_path / "nothing")
 
 
-@pytest.mark.parametrize("target", ["vectors.faiss", "chunks.sqlite", "bm25.json"])
+@pytest.mark.parametrize("target", ["vectors.faiss", "chunks.sqlite"])
 def test_corruption_is_detected(corpus, tmp_path, target):
     build(corpus, tmp_path / "idx")
     gen = tmp_path / "idx" / (tmp_path / "idx" / CURRENT).read_text().strip()
