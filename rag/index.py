@@ -32,7 +32,7 @@ import numpy as np
 
 from .chunking import Chunk, ChunkerSettings, chunk_document
 from .errors import CorpusError, DiskFull, EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing, LoaderError, RagError
-from .keyword_index import KeywordIndex, KeywordWriter, read_meta
+from .keyword_index import KeywordIndex, KeywordWriter, MilvusKeywords, read_meta
 from .keyword_index import fingerprint as keyword_fingerprint
 from .loaders import SUPPORTED_SUFFIXES, load_file, sha256_bytes
 from .vectors import VectorIndex, build_vector_index, drop_vector_index, load_vector_index
@@ -209,7 +209,9 @@ def load_index(index_dir: Path, embedder_id: str | None = None, vector_search: d
     try:
         vp = manifest["vector_index"]
         vectors = load_vector_index(vp, gen / vp.get("artifact", VECTORS), **(vector_search or {}))
-        bm25 = KeywordIndex(Path(index_dir) / manifest["keyword"]["dir"], read_docids(gen / CHUNKS_DB))
+        kw = manifest["keyword"]
+        bm25 = (MilvusKeywords(vectors) if kw.get("store") == "milvus"
+                else KeywordIndex(Path(index_dir) / kw["dir"], read_docids(gen / CHUNKS_DB)))
     except RagError:
         raise
     except Exception as e:  # faiss raises RuntimeError on garbage; checksums make this rare
@@ -427,6 +429,8 @@ def _stamp() -> str:
 
 def _keywords_usable(index_dir: Path, manifest: dict) -> bool:
     kw = manifest.get("keyword") or {}
+    if kw.get("store") == "milvus":  # the keyword legs live in the generation's Milvus collection
+        return kw.get("fingerprint") == keyword_fingerprint()
     return bool(kw.get("dir")) and read_meta(index_dir / kw["dir"]) == keyword_fingerprint() == kw.get("fingerprint")
 
 
@@ -491,8 +495,9 @@ def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, 
         write_chunks(tmp / CHUNKS_DB, chunks, vectors, range(len(chunks)) if docids is None else docids)
         req = dict(vector_request or DEFAULT_VECTOR_REQUEST)
         opts = {k: v for k, v in req.items() if k not in ("index", "store") and v}
+        texts = [c.embed_text() for c in chunks] if req["store"] == "milvus" else None
         vindex = build_vector_index(req["index"], dim, vectors, store=req["store"], gen_dir=tmp,
-                                    generation=name, **opts)
+                                    generation=name, texts=texts, **opts)
         vart = getattr(vindex, "artifact", VECTORS)
         vindex.save(tmp / vart)
         manifest = dict(manifest)
@@ -685,7 +690,10 @@ def build_index(
             "skipped": skipped_meta,
         }
         t1 = time.monotonic()
-        manifest["keyword"], docids = update_keywords(index_dir, old_gen, old_manifest, ordered, progress)
+        if request.get("store") == "milvus":  # keyword legs go into the generation's collection
+            manifest["keyword"], docids = {"store": "milvus", "fingerprint": keyword_fingerprint()}, None
+        else:
+            manifest["keyword"], docids = update_keywords(index_dir, old_gen, old_manifest, ordered, progress)
         t2 = time.monotonic()
         gen = write_generation(index_dir, ordered, vectors, manifest, request, docids)
         report.timings.update(keywords=t2 - t1, write=time.monotonic() - t2)

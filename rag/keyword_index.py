@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import IndexCorrupt
-from .lexical import ANALYZERS, LexicalHit, glossary_matches, idf
+from .lexical import ANALYZERS, B, K1, LexicalHit, glossary_matches, idf
 
 FORMAT = "tantivy-1"
 ANALYZER_VERSION = 1  # bump when rag.lexical.tokenize / bigrams change what they emit
@@ -157,34 +157,29 @@ class KeywordWriter:
 
 
 class KeywordLeg:
-    """BM25 over one analyzer's field, restricted to one generation's documents."""
+    """BM25 over one analyzer's field of a backend (this module's tantivy store, or Milvus), with the
+    glossary expansion and the coverage signal of rag.lexical.BM25. A backend provides
+    bm25(field, weights, k, with_terms) -> [(row, score, distinct jieba words or None)],
+    doc_freq(term) and total(). Only the jieba leg computes coverage (the retriever's abstain signal)."""
 
-    def __init__(self, store: "KeywordIndex", name: str):
-        self.store = store
+    def __init__(self, backend, name: str):
+        self.backend = backend
         self.analyzer = name
         self.analyze = lambda text: terms(text, name)
 
     def __len__(self) -> int:
-        return len(self.store)
+        return len(self.backend)
 
     def search(self, query: str, k: int = 10, expand: bool = True) -> list[LexicalHit]:
-        import tantivy
-
-        s = self.store
         base = set(self.analyze(query))
         glossary = glossary_matches(query) if expand else []
         extra = {t for _, others in glossary for o in others for t in self.analyze(o)} - base
         if not base and not extra:
             return []
-        clauses = [(tantivy.Occur.Should, tantivy.Query.boost_query(
-            tantivy.Query.term_query(s.schema, self.analyzer, t), 1.0 if t in base else EXPANSION_WEIGHT))
-            for t in sorted(base | extra)]
-        query_obj = tantivy.Query.boolean_query(clauses)
-        searcher = s.searcher()
-        hits = s.visible(searcher, query_obj, k)
-        if not hits:
-            return []
-        if self.analyzer != "jieba":
+        weights = {t: 1.0 if t in base else EXPANSION_WEIGHT for t in sorted(base | extra)}
+        coverage = self.analyzer == "jieba"
+        hits = self.backend.bm25(self.analyzer, weights, k, with_terms=coverage)
+        if not hits or not coverage:
             return [LexicalHit(row, score, 0.0) for row, score, _ in hits]
         # Coverage exactly as rag.lexical.BM25: share of the query's IDF mass whose words (or a
         # glossary equivalent of them) the document contains; unseen words get the largest IDF.
@@ -192,18 +187,35 @@ class KeywordLeg:
         for term, others in glossary:
             for t in set(self.analyze(term)) & base:
                 alternatives.setdefault(t, []).extend(set(self.analyze(o)) for o in others)
-        n = searcher.num_docs
-        term_idf = {}
-        for t in base:
-            term_idf[t] = idf(n, searcher.doc_freq("jieba", t))
+        n = self.backend.total()
+        term_idf = {t: idf(n, self.backend.doc_freq(t)) for t in base}
         total = sum(term_idf.values()) or 1.0
         out = []
-        for row, score, addr in hits:
-            doc = set(bytes(searcher.doc(addr)["terms"][0]).decode().split())
+        for row, score, doc in hits:
             matched = sum(v for t, v in term_idf.items()
                           if t in doc or any(alt and alt <= doc for alt in alternatives.get(t, ())))
             out.append(LexicalHit(row, score, matched / total))
         return out
+
+
+class MilvusKeywords:
+    """Both keyword legs served by a Milvus collection (rag.milvus_store, `--store milvus`)."""
+
+    def __init__(self, collection):
+        if not getattr(collection, "keywords", False):
+            raise IndexCorrupt(f"Milvus collection {collection.collection} has no keyword fields; run `rag index --rebuild`")
+        self.collection = collection
+        self.path = None
+        self.legs = {name: KeywordLeg(collection, name) for name in LEGS}
+
+    def __len__(self) -> int:
+        return len(self.collection)
+
+    def search(self, query: str, k: int = 10) -> list[LexicalHit]:
+        return self.legs["jieba"].search(query, k)
+
+    def num_documents(self) -> int:
+        return len(self.collection)
 
 
 class KeywordIndex:
@@ -234,9 +246,6 @@ class KeywordIndex:
     def __len__(self) -> int:
         return len(self.docids)
 
-    def searcher(self):
-        return self._searcher
-
     def rows_of(self, docids: Sequence[int]) -> np.ndarray:
         """Rows of `docids` in this generation, -1 for documents it does not have."""
         d = np.asarray(docids, dtype=np.int64)
@@ -244,6 +253,23 @@ class KeywordIndex:
         pos = np.minimum(pos, len(self._sorted) - 1) if len(self._sorted) else pos
         found = (len(self._sorted) > 0) & (self._sorted[pos] == d) if len(self._sorted) else np.zeros(len(d), bool)
         return np.where(found, self._order[pos] if len(self._sorted) else -1, -1)
+
+    def bm25(self, field: str, weights: dict[str, float], k: int, with_terms: bool = False) -> list[tuple]:
+        import tantivy
+
+        clauses = [(tantivy.Occur.Should, tantivy.Query.boost_query(tantivy.Query.term_query(self.schema, field, t), w))
+                   for t, w in weights.items()]
+        searcher = self._searcher
+        hits = self.visible(searcher, tantivy.Query.boolean_query(clauses), k)
+        if not with_terms:
+            return [(row, score, None) for row, score, _ in hits]
+        return [(row, score, set(bytes(searcher.doc(a)["terms"][0]).decode().split())) for row, score, a in hits]
+
+    def doc_freq(self, term: str) -> int:
+        return int(self._searcher.doc_freq("jieba", term))
+
+    def total(self) -> int:
+        return int(self._searcher.num_docs)
 
     def visible(self, searcher, query, k: int) -> list[tuple[int, float, object]]:
         """Top k (row, score, address) among this generation's documents. Documents of other

@@ -273,7 +273,7 @@ def choose_kind(n: int, dim: int = 0) -> str:
 
 def build_vector_index(kind: str, dim: int, vectors: np.ndarray, store: str = "faiss",
                        gen_dir: Path | None = None, generation: str | None = None,
-                       milvus_uri: str | None = None, **search) -> VectorIndex:
+                       milvus_uri: str | None = None, texts=None, **search) -> VectorIndex:
     """Build `kind` ("auto", a CHOICES name, or the flat index's manifest name) over `vectors`.
 
     `search` may carry nprobe / ef_search / k_factor overrides; they are recorded in params().
@@ -283,7 +283,7 @@ def build_vector_index(kind: str, dim: int, vectors: np.ndarray, store: str = "f
     if store == "milvus":
         from .milvus_store import build_milvus_index
 
-        return build_milvus_index(kind, dim, vectors, gen_dir, generation or "default", milvus_uri, **search)
+        return build_milvus_index(kind, dim, vectors, gen_dir, generation or "default", milvus_uri, texts=texts, **search)
     if store != "faiss":
         raise RagError(f"unknown vector store {store!r}; choose faiss or milvus")
     if kind == "auto":
