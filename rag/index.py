@@ -175,12 +175,24 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_artifacts(gen: Path, manifest: dict) -> None:
+QUICK_VERIFY_BYTES = 64 * 2**20  # from this size a load trusts an unchanged size + mtime (see below)
+
+
+def verify_artifacts(gen: Path, manifest: dict, full: bool = False) -> None:
+    """Check every artifact against the manifest. Hashing is skipped on load (`full=False`) for large
+    files whose size and modification time are those recorded at build time: at a million chunks
+    the artifacts are gigabytes and hashing them took longer than the whole load target (2 s).
+    Any other change (truncation, a rewrite, a copy) is hashed; `rag index` always hashes."""
     for name, meta in manifest.get("artifacts", {}).items():
         p = gen / name
         if not p.exists():
             raise IndexCorrupt(f"{p} is missing; run `rag index --rebuild`")
-        if p.stat().st_size != meta["bytes"] or file_sha256(p) != meta["sha256"]:
+        st = p.stat()
+        if st.st_size != meta["bytes"]:
+            raise IndexCorrupt(f"{p} fails its checksum (truncated or corrupted); run `rag index --rebuild`")
+        if not full and st.st_size >= QUICK_VERIFY_BYTES and meta.get("mtime_ns") == st.st_mtime_ns:
+            continue
+        if file_sha256(p) != meta["sha256"]:
             raise IndexCorrupt(f"{p} fails its checksum (truncated or corrupted); run `rag index --rebuild`")
 
 
@@ -228,7 +240,9 @@ def load_index(index_dir: Path, embedder_id: str | None = None, vector_search: d
 _SCHEMA = """CREATE TABLE chunks (
     row INTEGER PRIMARY KEY, id TEXT NOT NULL, source TEXT NOT NULL, heading TEXT NOT NULL,
     text TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, line INTEGER NOT NULL,
-    file_sha256 TEXT NOT NULL, vector BLOB NOT NULL, docid INTEGER NOT NULL)"""
+    file_sha256 TEXT NOT NULL, vector BLOB NOT NULL);
+CREATE TABLE docids (row INTEGER PRIMARY KEY, docid INTEGER NOT NULL)"""
+# docids apart from the chunks: reading them at load must not page in every chunk's text and vector
 _COLS = ("id", "source", "heading", "text", "start", "end", "line", "file_sha256")
 _SELECT = ", ".join(f'"{c}"' for c in _COLS)
 
@@ -253,9 +267,11 @@ class ChunkStore(Sequence):
         self.db = Path(db)
         try:
             self._con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
-            self._n = self._con.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            # max(row) is one b-tree descent; count(*) would read every page (gigabytes at 1M chunks)
+            last = self._con.execute("SELECT max(row) FROM chunks").fetchone()[0]
         except sqlite3.DatabaseError as e:
             raise IndexCorrupt(f"{db}: {e}; run `rag index --rebuild`") from None
+        self._n = 0 if last is None else last + 1  # load_index compares it with the manifest
         self._lock = threading.Lock()  # one connection, shared by the UI's worker threads
 
     def __len__(self) -> int:
@@ -288,7 +304,7 @@ def read_docids(db: Path) -> np.ndarray:
     """The keyword store's document id of every row."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return np.fromiter((d for (d,) in con.execute("SELECT docid FROM chunks ORDER BY row")), dtype=np.int64)
+        return np.fromiter((d for (d,) in con.execute("SELECT docid FROM docids ORDER BY row")), dtype=np.int64)
     finally:
         con.close()
 
@@ -296,7 +312,7 @@ def read_docids(db: Path) -> np.ndarray:
 def read_docid_map(db: Path) -> dict[str, int]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return dict(con.execute("SELECT id, docid FROM chunks"))
+        return dict(con.execute("SELECT c.id, d.docid FROM chunks c JOIN docids d ON c.row = d.row"))
     finally:
         con.close()
 
@@ -313,12 +329,12 @@ def read_vectors(db: Path) -> dict[str, np.ndarray]:
 def write_chunks(db: Path, chunks: list[Chunk], vectors: np.ndarray, docids: Sequence[int]) -> None:
     con = sqlite3.connect(db)
     try:
-        con.execute(_SCHEMA)
+        con.executescript(_SCHEMA)
         con.executemany(
-            'INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            'INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
             ((i, c.id, c.source, c.heading, c.text, c.start, c.end, c.line, c.file_sha256,
-              np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes(), int(docids[i]))
-             for i, c in enumerate(chunks)))
+              np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes()) for i, c in enumerate(chunks)))
+        con.executemany("INSERT INTO docids VALUES (?, ?)", ((i, int(d)) for i, d in enumerate(docids)))
         con.commit()
     finally:
         con.close()
@@ -507,7 +523,8 @@ def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, 
         manifest["artifacts"] = {}
         for art in (CHUNKS_DB, vart):
             _fsync_file(tmp / art)
-            manifest["artifacts"][art] = {"sha256": file_sha256(tmp / art), "bytes": (tmp / art).stat().st_size}
+            st = (tmp / art).stat()  # rename keeps mtime_ns: a load can tell an untouched file (verify_artifacts)
+            manifest["artifacts"][art] = {"sha256": file_sha256(tmp / art), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
         _fsync_file(tmp / MANIFEST)
         _fsync_dir(tmp)
@@ -567,7 +584,7 @@ def build_index(
                 old_gen = current_generation(index_dir)
                 if old_gen is not None:
                     old_manifest = read_manifest(old_gen)
-                    verify_artifacts(old_gen, old_manifest)
+                    verify_artifacts(old_gen, old_manifest, full=True)
             except IndexCorrupt as e:
                 warn(f"{e} — rebuilding from scratch")
                 old_gen, old_manifest = None, None
