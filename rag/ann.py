@@ -445,7 +445,7 @@ def main(args, settings) -> int:
         for size in sizes.split(","):
             n = int(float(size.lower().replace("k", "e3").replace("m", "e6")))
             work = Path(getattr(args, "work", None) or "test-artifacts/ann")
-            new.append(disk_suite(work, n, nq=200 if quick else 1000))
+            new.append(disk_suite(work, n, nq=200 if quick else 500))
         runs[:] = [Run(**r) for r in old["runs"] if not any(r["dataset"] == x.dataset for x in new)] + new
         meta["conclusions"] = conclusions(runs)
         meta["wall_s"] = meta["wall_s"]
