@@ -257,8 +257,9 @@ class KeywordIndex:
     def bm25(self, field: str, weights: dict[str, float], k: int, with_terms: bool = False) -> list[tuple]:
         import tantivy
 
-        clauses = [(tantivy.Occur.Should, tantivy.Query.boost_query(tantivy.Query.term_query(self.schema, field, t), w))
-                   for t, w in weights.items()]
+        # (boost only where needed: a plain disjunction of term queries keeps block-max WAND pruning)
+        clauses = [(tantivy.Occur.Should, q if w == 1.0 else tantivy.Query.boost_query(q, w))
+                   for t, w in weights.items() for q in [tantivy.Query.term_query(self.schema, field, t)]]
         searcher = self._searcher
         hits = self.visible(searcher, tantivy.Query.boolean_query(clauses), k)
         if not with_terms:
