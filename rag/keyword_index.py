@@ -102,17 +102,19 @@ class KeywordWriter:
         self.writer = self.index.writer(heap_size=WRITER_HEAP, num_threads=1)
         self.pending = 0
 
-    def add(self, docids: Sequence[int], texts: Sequence[str], progress: Callable | None = None) -> None:
+    def add(self, docids: Sequence[int], texts: Sequence[str], progress: Callable | None = None,
+            legs: Sequence[str] = LEGS) -> None:
+        """`legs` leaves the other fields empty (only `rag bench scale`'s one-leg measurement does)."""
         import tantivy
 
         bar = progress(total=len(texts), desc="keywords", unit="chunk") if progress and len(texts) > 1 else None
         try:
             for i, (docid, text) in enumerate(zip(docids, texts)):
-                words = terms(text, "jieba")
+                words = terms(text, "jieba") if "jieba" in legs else []
                 doc = tantivy.Document()
                 doc.add_unsigned("docid", int(docid))
                 doc.add_text("jieba", " ".join(words))
-                doc.add_text("bigram", " ".join(terms(text, "bigram")))
+                doc.add_text("bigram", " ".join(terms(text, "bigram")) if "bigram" in legs else "")
                 doc.add_bytes("terms", " ".join(sorted(set(words))).encode())
                 self.writer.add_document(doc)
                 self.pending += 1
