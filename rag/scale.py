@@ -405,7 +405,7 @@ def _kw_add(a: dict):
 def render(report: dict) -> str:
     m = report["machine"]
     sizes = sorted(report["sizes"].items(), key=lambda kv: kv[1]["n_target"])
-    lines = ["# Retrieval at scale: 10k, 100k and 1M chunks", "",
+    lines = [f"# Retrieval at scale: {', '.join(label for label, _ in sizes)} chunks", "",
              f"{m['date']}, {m['cpus']} CPU cores (shared; load average at start {m['load_start']}), embedder "
              f"`{m['embedder']}`. Produced by `nice -n 15 rag bench scale` (rag/scale.py): synthetic Chinese corpora "
              "made of the seed notes' sentences recombined into Q&A units of 100 per file, indexed by the real "
@@ -415,6 +415,8 @@ def render(report: dict) -> str:
              "dense p50/p95 (incl. embedding) | **fused p50/p95** | add 1 file: keyword store / whole `rag index` | "
              "disk: keyword / vectors / chunks |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in sizes:
+        if not r.get("build"):
+            continue  # not built in full (see the one-leg table)
         b, k, s, a = r.get("build", {}), r.get("keyword", {}), r.get("serve", {}), r.get("add", {})
         lat = lambda d, leg: (f"{_get(d, 'latency_ms', leg, 'p50')} / {_get(d, 'latency_ms', leg, 'p95')}"
                               if _get(d, "latency_ms", leg) else "—")
@@ -430,7 +432,8 @@ def render(report: dict) -> str:
             f"**{lat(s, 'fused')}** | {_kw_add(a)} s / {_get(a, 'add', 'total_s') or '—'} s | "
             f"{disk.get('keyword store', '—')} / {disk.get('vector index', '—')} / "
             f"{disk.get('chunks.sqlite (text + fp32 vectors)', '—')} MB |")
-    big_label, big = sizes[-1]
+    measured = [(label, r) for label, r in sizes if r.get("serve")] or sizes
+    big_label, big = measured[-1]
     s, k, a = big.get("serve", {}), big.get("keyword", {}), big.get("add", {})
     checks = [("fused p50", _get(s, "latency_ms", "fused", "p50"), TARGETS["fused_p50_ms"], "ms"),
               ("fused p95", _get(s, "latency_ms", "fused", "p95"), TARGETS["fused_p95_ms"], "ms"),
@@ -443,6 +446,8 @@ def render(report: dict) -> str:
     lines += ["", "## Build stages (seconds)", "", "| chunks | read+chunk | embed | keyword store | chunk store + vector index + manifest | "
               "vector index | peak RSS of the build |", "|---|---|---|---|---|---|---|"]
     for label, r in sizes:
+        if not r.get("build"):
+            continue
         st = _get(r, "build", "build_stages_s") or {}
         lines.append(f"| {label} | {st.get('read', '—')} | {st.get('embed', '—')} | {st.get('keywords', '—')} | "
                      f"{st.get('write', '—')} | `{_get(r, 'serve', 'vector_index') or '—'}` | {_get(r, 'build', 'peak_rss_mb')} MB |")
@@ -451,6 +456,8 @@ def render(report: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     for label, r in sizes:
         a = r.get("add", {})
+        if not a:
+            continue
         if "add" not in a:
             lines.append(f"| {label} | — | {_kw_add(a)} s (delete {_get(a, 'keyword_store_only', 'delete_s')} s) "
                          "| — | — | — | — |")
@@ -458,6 +465,14 @@ def render(report: dict) -> str:
         lines.append(f"| {label} | {_get(a, 'add', 'total_s')} s | {_get(a, 'add', 'stages_s', 'keywords')} s | "
                      f"{_get(a, 'add', 'stages_s', 'embed')} s | {_get(a, 'add', 'stages_s', 'write')} s | "
                      f"{_get(a, 'delete', 'total_s')} s | {_get(a, 'delete', 'stages_s', 'keywords')} s |")
+    one = [(label, r[key]) for label, r in sizes for key in ("one_leg", "one_leg_jieba", "one_leg_bigram") if r.get(key)]
+    if one:
+        lines += ["", "## The keyword store alone, one leg (`python -m rag.scale one_leg`)", "",
+                  "| documents | leg | build | load | RSS after queries | p50 / p95 ms | add 1 file (100 chunks) | disk |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {o['documents']:,} | {o['leg']} | {o['build_s']} s | {o['load_s']} s | {o['rss_mb_after_queries']} MB | "
+                  f"{o['latency_ms']['p50']} / {o['latency_ms']['p95']} | {o['add_file_s']} s | {o['disk_mb']} MB |"
+                  for _, o in one]
     lines += ["", "## Reading it", ""] + report.get("notes", []) + [""]
     return "\n".join(lines)
 
@@ -477,6 +492,13 @@ def plot(report: dict, path: Path) -> None:
             ys = [_get(r, src, "latency_ms", key, q) for r in sizes]
             if any(y is not None for y in ys):
                 ax1.plot(n, [y if y is not None else np.nan for y in ys], style, label=f"{label} {q}")
+    for leg, style in (("jieba", "^"), ("bigram", "v")):  # the one-leg runs (keyword store alone)
+        pts = [(r["one_leg"]["documents"], r["one_leg"]["latency_ms"]) for r in sizes
+               if _get(r, "one_leg", "leg") == leg] + [(r["one_leg_" + leg]["documents"], r["one_leg_" + leg]["latency_ms"])
+                                                      for r in sizes if r.get("one_leg_" + leg)]
+        for x, l in pts:
+            ax1.plot([x], [l["p50"]], style, color="black", label=f"{leg} leg alone p50")
+            ax1.plot([x], [l["p95"]], style, color="grey", label=f"{leg} leg alone p95")
     ax1.axhline(TARGETS["fused_p50_ms"], color="grey", lw=0.8, ls="--")
     ax1.set(xscale="log", yscale="log", xlabel="chunks", ylabel="ms per query", title="query latency")
     ax1.legend(fontsize=7)
@@ -485,6 +507,12 @@ def plot(report: dict, path: Path) -> None:
         ax2.plot(n, [_get(r, src, key) or np.nan for r in sizes], "-o", label=label)
     for key, label in (("keyword store", "keyword store on disk"), ("vector index", "vector index on disk")):
         ax2.plot(n, [_get(r, "serve", "disk_mb", key) or np.nan for r in sizes], "--s", label=label)
+    for r in sizes:
+        for key in ("one_leg", "one_leg_jieba", "one_leg_bigram"):
+            o = r.get(key)
+            if o:
+                ax2.plot([o["documents"]], [o["rss_mb_after_queries"]], "^", label=f"{o['leg']} leg alone RSS")
+                ax2.plot([o["documents"]], [o["disk_mb"]], "s", mfc="none", label=f"{o['leg']} leg alone on disk")
     ax2.axhline(TARGETS["keyword_rss_mb"], color="grey", lw=0.8, ls="--")
     ax2.set(xscale="log", yscale="log", xlabel="chunks", ylabel="MB", title="memory and disk")
     ax2.legend(fontsize=7)
