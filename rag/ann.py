@@ -397,7 +397,10 @@ def conclusions(runs: list[Run]) -> list[str]:
         out.append(f"- 1M x 384, recall@10 >= 0.95 at >= 1000 QPS batched: **{'met' if ok else 'missed'}** — "
                    f"{best[0].index} {best[1]['setting']}: recall@10 {best[1]['recall@10']:.3f} at "
                    f"{best[1]['qps_batched']:,.0f} QPS (build {best[0].build_s:.0f}s).")
-    big = [r for r in runs if "stream" in r.note and "10M" in r.dataset]
+    from .ann_disk import disk_conclusion
+
+    out += [disk_conclusion(r) for r in runs if "on disk" in r.dataset]
+    big = [r for r in runs if "stream" in r.note and "10M" in r.dataset and "on disk" not in r.dataset]
     if big:
         r = max(big, key=lambda r: r.n)
         p = max(r.points, key=lambda p: p["recall@10"])
@@ -428,6 +431,27 @@ def main(args, settings) -> int:
         meta["wall_s"] = time.perf_counter() - t0
         meta["conclusions"] = conclusions(runs)
         write_report(runs, out, meta)
+
+    sizes = getattr(args, "sizes", None)
+    if sizes:  # only the disk-backed suite at these sizes; the report's other suites are kept
+        from .ann_disk import disk_suite
+
+        stem = "ann_quick" if quick else "ann"
+        old = json.loads((out / f"{stem}.json").read_text()) if (out / f"{stem}.json").exists() else {"runs": [], "meta": {}}
+        for key in ("wall_s",):
+            meta[key] = old["meta"].get(key, 0)
+        meta["earlier_suites"] = {k: old["meta"].get(k) for k in ("date", "load_start", "wall_s") if k in old["meta"]}
+        new = []
+        for size in sizes.split(","):
+            n = int(float(size.lower().replace("k", "e3").replace("m", "e6")))
+            work = Path(getattr(args, "work", None) or "test-artifacts/ann")
+            new.append(disk_suite(work, n, nq=200 if quick else 500))
+        runs[:] = [Run(**r) for r in old["runs"] if not any(r["dataset"] == x.dataset for x in new)] + new
+        meta["conclusions"] = conclusions(runs)
+        meta["wall_s"] = meta["wall_s"]
+        write_report(runs, out, meta)
+        print("\n".join(meta["conclusions"]))
+        return 0
 
     if quick:
         runs += in_memory_suite("face-20k x 512 (quick)", 20_000, 512, 5000, 200,

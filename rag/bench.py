@@ -8,7 +8,7 @@ Suites:
 - retrieval: embedding throughput, index build time for the corpus (into a temp dir), retrieval
   latency p50/p95 including query embedding.
 - tuning: llama.cpp context options (threads, micro-batch, flash attention, KV cache type).
-- all: generation + retrieval.   ann: see rag.ann.
+- all: generation + retrieval.   ann: see rag.ann.   scale: see rag.scale (10k/100k/1M chunks).
 The machine may be shared: every measurement records how much CPU other processes used meanwhile.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import RagError
 
-SUITES = ("all", "generation", "retrieval", "tuning", "ann", "answer")
+SUITES = ("all", "generation", "retrieval", "tuning", "ann", "answer", "scale")
 QUESTIONS = [  # first two: the measured RAG prompts; the rest: extra texts for the prompt-lookup check
     "Batch Normalization 为什么能加快训练收敛？",
     "测试的时候要用 Dropout 吗？",
@@ -56,6 +56,10 @@ def main(args, settings) -> int:
         from . import bench_answer
 
         return bench_answer.main(settings, Path(getattr(args, "out", None) or "eval/results"))
+    if suite == "scale":
+        from . import scale
+
+        return scale.main(args, settings)
     if suite not in SUITES:
         raise RagError(f"unknown bench suite '{suite}' (choose from {', '.join(SUITES)})")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -312,9 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("bench", parents=[common], help="speed and memory benchmarks")
-    s.add_argument("suite", nargs="?", default="all", help="all | generation | retrieval | tuning | ann | answer")
+    s.add_argument("suite", nargs="?", default="all", help="all | generation | retrieval | tuning | ann | answer | scale")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
     s.add_argument("--quick", action="store_true", help="small sizes (for CI)")
+    s.add_argument("--sizes", help="scale: corpus sizes in chunks, e.g. 10k,100k,1m")
+    s.add_argument("--work", type=Path, help="scale: where synthetic corpora and indexes go (default test-artifacts/scale)")
+    s.add_argument("--reuse", action="store_true", help="scale: keep indexes already built by an earlier run")
     s.set_defaults(func=cmd_bench)
     return p
 

@@ -2,10 +2,15 @@
 
 Layout of `index/`:
     CURRENT                 name of the live generation (replaced atomically)
-    gen-<time>-<pid>/       one complete build: manifest.json, chunks.sqlite, vectors.faiss, bm25.json
+    gen-<time>-<pid>/       one complete build: manifest.json, chunks.sqlite, vectors.faiss
+    keyword-<time>-<pid>/   the keyword legs' inverted index (tantivy), shared by the generations
     .lock                   held (flock) by the one process allowed to write
 A build writes a new generation in a `.tmp` directory, fsyncs it, renames it, then swaps CURRENT;
-a crash at any point leaves the previous generation serving. Nothing is ever modified in place.
+a crash at any point leaves the previous generation serving. Generation directories are never
+modified in place. The keyword store is the exception, because rewriting it per build would cost
+minutes at a million chunks: a build adds only its new chunks' documents in one atomic tantivy
+commit, each generation sees exactly the documents its chunk table names (rag.keyword_index), and a
+store built with other analyzers, or by `--rebuild`, is replaced by a new directory.
 """
 
 from __future__ import annotations
@@ -16,26 +21,28 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .chunking import Chunk, ChunkerSettings, chunk_document
 from .errors import CorpusError, DiskFull, EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing, LoaderError, RagError
-from .lexical import LexicalIndex
+from .keyword_index import KeywordIndex, KeywordWriter, MilvusKeywords, read_meta
+from .keyword_index import fingerprint as keyword_fingerprint
 from .loaders import SUPPORTED_SUFFIXES, load_file, sha256_bytes
 from .vectors import VectorIndex, build_vector_index, drop_vector_index, load_vector_index
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: keyword legs in a tantivy store (2 had bm25.json per generation)
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 CHUNKS_DB = "chunks.sqlite"
 VECTORS = "vectors.faiss"
-BM25_FILE = "bm25.json"
+KEYWORD_PREFIX = "keyword-"
 KEEP_GENERATIONS = 2  # the live one and its predecessor (readers may still hold it)
 # What a generation's vectors were built as; manifests written before it existed were this.
 DEFAULT_VECTOR_REQUEST = {"index": "auto", "store": "faiss"}
@@ -58,6 +65,7 @@ class BuildReport:
     chunks: int = 0
     embedded: int = 0
     seconds: float = 0.0
+    timings: dict = field(default_factory=dict)  # seconds per stage: read, embed, keywords, write
 
     @property
     def up_to_date(self) -> bool:
@@ -68,9 +76,9 @@ class BuildReport:
 class LoadedIndex:
     path: Path
     manifest: dict
-    chunks: list[Chunk]
+    chunks: Sequence[Chunk]  # a ChunkStore: rows are read from SQLite when asked for
     vectors: VectorIndex
-    bm25: LexicalIndex
+    bm25: KeywordIndex
 
     @property
     def embedder_id(self) -> str:
@@ -167,12 +175,24 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_artifacts(gen: Path, manifest: dict) -> None:
+QUICK_VERIFY_BYTES = 64 * 2**20  # from this size a load trusts an unchanged size + mtime (see below)
+
+
+def verify_artifacts(gen: Path, manifest: dict, full: bool = False) -> None:
+    """Check every artifact against the manifest. Hashing is skipped on load (`full=False`) for large
+    files whose size and modification time are those recorded at build time: at a million chunks
+    the artifacts are gigabytes and hashing them took longer than the whole load target (2 s).
+    Any other change (truncation, a rewrite, a copy) is hashed; `rag index` always hashes."""
     for name, meta in manifest.get("artifacts", {}).items():
         p = gen / name
         if not p.exists():
             raise IndexCorrupt(f"{p} is missing; run `rag index --rebuild`")
-        if p.stat().st_size != meta["bytes"] or file_sha256(p) != meta["sha256"]:
+        st = p.stat()
+        if st.st_size != meta["bytes"]:
+            raise IndexCorrupt(f"{p} fails its checksum (truncated or corrupted); run `rag index --rebuild`")
+        if not full and st.st_size >= QUICK_VERIFY_BYTES and meta.get("mtime_ns") == st.st_mtime_ns:
+            continue
+        if file_sha256(p) != meta["sha256"]:
             raise IndexCorrupt(f"{p} fails its checksum (truncated or corrupted); run `rag index --rebuild`")
 
 
@@ -197,17 +217,21 @@ def load_index(index_dir: Path, embedder_id: str | None = None, vector_search: d
     if embedder_id is not None:
         check_embedder(manifest, embedder_id)
     verify_artifacts(gen, manifest)
-    chunks = read_chunks(gen / CHUNKS_DB)
+    chunks = ChunkStore(gen / CHUNKS_DB)
     try:
         vp = manifest["vector_index"]
         vectors = load_vector_index(vp, gen / vp.get("artifact", VECTORS), **(vector_search or {}))
-        bm25 = LexicalIndex.load(gen / BM25_FILE)
+        kw = manifest["keyword"]
+        bm25 = (MilvusKeywords(vectors) if kw.get("store") == "milvus"
+                else KeywordIndex(Path(index_dir) / kw["dir"], read_docids(gen / CHUNKS_DB)))
     except RagError:
         raise
     except Exception as e:  # faiss raises RuntimeError on garbage; checksums make this rare
         raise IndexCorrupt(f"{gen}: cannot read index files ({e}); run `rag index --rebuild`") from None
     if not (len(chunks) == vectors.ntotal == len(bm25) == manifest["counts"]["chunks"]):
         raise IndexCorrupt(f"{gen}: chunk store, vectors and BM25 disagree on the chunk count; run `rag index --rebuild`")
+    if bm25.num_documents() < len(bm25):
+        raise IndexCorrupt(f"{bm25.path} has fewer documents than {gen.name} has chunks; run `rag index --rebuild`")
     return LoadedIndex(gen, manifest, chunks, vectors, bm25)
 
 
@@ -216,7 +240,9 @@ def load_index(index_dir: Path, embedder_id: str | None = None, vector_search: d
 _SCHEMA = """CREATE TABLE chunks (
     row INTEGER PRIMARY KEY, id TEXT NOT NULL, source TEXT NOT NULL, heading TEXT NOT NULL,
     text TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, line INTEGER NOT NULL,
-    file_sha256 TEXT NOT NULL, vector BLOB NOT NULL)"""
+    file_sha256 TEXT NOT NULL, vector BLOB NOT NULL);
+CREATE TABLE docids (row INTEGER PRIMARY KEY, docid INTEGER NOT NULL)"""
+# docids apart from the chunks: reading them at load must not page in every chunk's text and vector
 _COLS = ("id", "source", "heading", "text", "start", "end", "line", "file_sha256")
 _SELECT = ", ".join(f'"{c}"' for c in _COLS)
 
@@ -233,6 +259,64 @@ def read_chunks(db: Path) -> list[Chunk]:
     return [Chunk(*r) for r in rows]
 
 
+class ChunkStore(Sequence):
+    """A generation's chunks, read by row on demand: a million chunks as Python objects would take
+    seconds to load and gigabytes to hold, and a query needs a few dozen."""
+
+    def __init__(self, db: Path):
+        self.db = Path(db)
+        try:
+            self._con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
+            # max(row) is one b-tree descent; count(*) would read every page (gigabytes at 1M chunks)
+            last = self._con.execute("SELECT max(row) FROM chunks").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise IndexCorrupt(f"{db}: {e}; run `rag index --rebuild`") from None
+        self._n = 0 if last is None else last + 1  # load_index compares it with the manifest
+        self._lock = threading.Lock()  # one connection, shared by the UI's worker threads
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        i = int(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        with self._lock:
+            row = self._con.execute(f"SELECT {_SELECT} FROM chunks WHERE row = ?", (i,)).fetchone()
+        if row is None:
+            raise IndexCorrupt(f"{self.db}: row {i} is missing; run `rag index --rebuild`")
+        return Chunk(*row)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            for r in con.execute(f"SELECT {_SELECT} FROM chunks ORDER BY row"):
+                yield Chunk(*r)
+        finally:
+            con.close()
+
+
+def read_docids(db: Path) -> np.ndarray:
+    """The keyword store's document id of every row."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return np.fromiter((d for (d,) in con.execute("SELECT docid FROM docids ORDER BY row")), dtype=np.int64)
+    finally:
+        con.close()
+
+
+def read_docid_map(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return dict(con.execute("SELECT c.id, d.docid FROM chunks c JOIN docids d ON c.row = d.row"))
+    finally:
+        con.close()
+
+
 def read_vectors(db: Path) -> dict[str, np.ndarray]:
     """Chunk id -> stored embedding, for reuse by an incremental build."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -242,14 +326,15 @@ def read_vectors(db: Path) -> dict[str, np.ndarray]:
         con.close()
 
 
-def write_chunks(db: Path, chunks: list[Chunk], vectors: np.ndarray) -> None:
+def write_chunks(db: Path, chunks: list[Chunk], vectors: np.ndarray, docids: Sequence[int]) -> None:
     con = sqlite3.connect(db)
     try:
-        con.execute(_SCHEMA)
+        con.executescript(_SCHEMA)
         con.executemany(
             'INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
             ((i, c.id, c.source, c.heading, c.text, c.start, c.end, c.line, c.file_sha256,
               np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes()) for i, c in enumerate(chunks)))
+        con.executemany("INSERT INTO docids VALUES (?, ?)", ((i, int(d)) for i, d in enumerate(docids)))
         con.commit()
     finally:
         con.close()
@@ -333,6 +418,17 @@ def cleanup_stale(index_dir: Path, previous: str | None = None) -> None:
         if p.name not in keep:
             _drop_external(p)
             shutil.rmtree(p, ignore_errors=True)
+    # Keyword stores no remaining generation uses (replaced by a rebuild, or left by a crashed one).
+    used = set()
+    for p in index_dir.glob("gen-*"):
+        try:
+            used.add(json.loads((p / MANIFEST).read_text()).get("keyword", {}).get("dir"))
+        except (OSError, ValueError, AttributeError):
+            if p.is_dir():
+                return  # a generation we cannot read may use any of them: keep all
+    for p in index_dir.glob(KEYWORD_PREFIX + "*"):
+        if p.is_dir() and p.name not in used:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _drop_external(gen: Path) -> None:
@@ -343,31 +439,92 @@ def _drop_external(gen: Path) -> None:
         pass
 
 
+def _stamp() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
+
+
+def _keywords_usable(index_dir: Path, manifest: dict) -> bool:
+    kw = manifest.get("keyword") or {}
+    if kw.get("store") == "milvus":  # the keyword legs live in the generation's Milvus collection
+        return kw.get("fingerprint") == keyword_fingerprint()
+    return bool(kw.get("dir")) and read_meta(index_dir / kw["dir"]) == keyword_fingerprint() == kw.get("fingerprint")
+
+
+def update_keywords(index_dir: Path, old_gen: Path | None, old_manifest: dict | None, chunks: list[Chunk],
+                    progress: Callable | None = None) -> tuple[dict, np.ndarray]:
+    """Bring the keyword store up to `chunks` (the next generation's rows) in one commit.
+
+    Chunks the live generation had keep their documents; new chunks get new docids and documents.
+    Documents only the generation before the live one could see (`removed` by the live build) are
+    deleted, and so are those a crashed build left (docid >= the live `next_docid`). With no live
+    store, or one built with other analyzers, a new store is made. Returns the manifest entry and the
+    docid of each chunk. Caller holds the lock."""
+    old = (old_manifest or {}).get("keyword")
+    fp = keyword_fingerprint()
+    reuse = old_gen is not None and old_manifest is not None and _keywords_usable(index_dir, old_manifest)
+    path = index_dir / old["dir"] if reuse else index_dir / (KEYWORD_PREFIX + _stamp())
+    known = read_docid_map(old_gen / CHUNKS_DB) if reuse else {}
+    next_docid = int(old["next_docid"]) if reuse else 0
+    docids = np.empty(len(chunks), dtype=np.int64)
+    new_rows = []
+    for i, c in enumerate(chunks):
+        d = known.get(c.id)
+        if d is None:
+            d, next_docid = next_docid, next_docid + 1
+            new_rows.append(i)
+        docids[i] = d
+    writer = None
+    try:
+        writer = KeywordWriter(path, create=not reuse)
+        if reuse:
+            writer.delete_from(int(old["next_docid"]))  # issued before the adds: they are not affected
+            writer.delete(old.get("removed", []))
+        writer.add(docids[new_rows], [chunks[i].embed_text() for i in new_rows], progress)
+        writer.commit()
+    except BaseException as e:
+        if writer is not None:
+            try:
+                writer.rollback()
+            except Exception:
+                pass
+        if not reuse:
+            shutil.rmtree(path, ignore_errors=True)
+        typed = _write_error(e, index_dir) if isinstance(e, (OSError, ValueError, RuntimeError)) else None
+        if typed is not None:
+            raise typed from None
+        raise
+    kept = set(docids.tolist())
+    removed = sorted(d for d in known.values() if d not in kept)  # the live generation still shows them
+    return {"dir": path.name, "fingerprint": fp, "next_docid": next_docid, "removed": removed}, docids
+
+
 def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, manifest: dict,
-                     vector_request: dict | None = None) -> Path:
-    """Write a complete generation, then switch CURRENT to it. Caller holds the lock."""
-    name = f"gen-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
+                     vector_request: dict | None = None, docids: Sequence[int] | None = None) -> Path:
+    """Write a complete generation, then switch CURRENT to it. Caller holds the lock; the keyword
+    store already has the documents `docids` (row -> document) name (update_keywords)."""
+    name = f"gen-{_stamp()}"
     tmp = index_dir / (name + ".tmp")
     final = index_dir / name
     try:
         tmp.mkdir(parents=True)
         dim = manifest["embedder"]["dim"]
-        write_chunks(tmp / CHUNKS_DB, chunks, vectors)
+        write_chunks(tmp / CHUNKS_DB, chunks, vectors, range(len(chunks)) if docids is None else docids)
         req = dict(vector_request or DEFAULT_VECTOR_REQUEST)
         opts = {k: v for k, v in req.items() if k not in ("index", "store") and v}
+        texts = [c.embed_text() for c in chunks] if req["store"] == "milvus" else None
         vindex = build_vector_index(req["index"], dim, vectors, store=req["store"], gen_dir=tmp,
-                                    generation=name, **opts)
+                                    generation=name, texts=texts, **opts)
         vart = getattr(vindex, "artifact", VECTORS)
         vindex.save(tmp / vart)
-        LexicalIndex.from_texts([c.embed_text() for c in chunks]).save(tmp / BM25_FILE)
         manifest = dict(manifest)
         manifest["vector_index"] = vindex.params()
         manifest["vector_request"] = req
         manifest["counts"] = {"chunks": len(chunks)}
         manifest["artifacts"] = {}
-        for art in (CHUNKS_DB, vart, BM25_FILE):
+        for art in (CHUNKS_DB, vart):
             _fsync_file(tmp / art)
-            manifest["artifacts"][art] = {"sha256": file_sha256(tmp / art), "bytes": (tmp / art).stat().st_size}
+            st = (tmp / art).stat()  # rename keeps mtime_ns: a load can tell an untouched file (verify_artifacts)
+            manifest["artifacts"][art] = {"sha256": file_sha256(tmp / art), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
         _fsync_file(tmp / MANIFEST)
         _fsync_dir(tmp)
@@ -427,7 +584,7 @@ def build_index(
                 old_gen = current_generation(index_dir)
                 if old_gen is not None:
                     old_manifest = read_manifest(old_gen)
-                    verify_artifacts(old_gen, old_manifest)
+                    verify_artifacts(old_gen, old_manifest, full=True)
             except IndexCorrupt as e:
                 warn(f"{e} — rebuilding from scratch")
                 old_gen, old_manifest = None, None
@@ -449,6 +606,9 @@ def build_index(
         todo = [s for s in sources if s.source in hashes and s.source not in report.unchanged]
         request = {k: v for k, v in (vector_request or DEFAULT_VECTOR_REQUEST).items() if v}
         vectors_changed = old_manifest is not None and old_manifest.get("vector_request", DEFAULT_VECTOR_REQUEST) != request
+        if old_manifest is not None and not _keywords_usable(index_dir, old_manifest):
+            warn("keyword index missing or built by other analyzers — rebuilding it")
+            vectors_changed = True  # not a no-op: write a generation with a new keyword store
         if old_gen is not None and not todo and not report.removed and not report.skipped and not vectors_changed:
             report.chunks = old_manifest["counts"]["chunks"]
             report.seconds = time.monotonic() - t0
@@ -503,6 +663,7 @@ def build_index(
                 new_chunks[sf.source] = old_by_source.get(sf.source, [])
 
         ordered = [c for s in sorted(new_chunks) for c in new_chunks[s]]
+        report.timings["read"] = time.monotonic() - t0
         if not ordered:
             raise CorpusError("nothing to index: no readable documents"
                               + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
@@ -536,6 +697,7 @@ def build_index(
                 if bar:
                     bar.close()
         report.embedded = len(missing)
+        report.timings["embed"] = time.monotonic() - t0 - report.timings["read"]
         manifest = {
             "format_version": FORMAT_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -544,7 +706,14 @@ def build_index(
             "files": files_meta,
             "skipped": skipped_meta,
         }
-        gen = write_generation(index_dir, ordered, vectors, manifest, request)
+        t1 = time.monotonic()
+        if request.get("store") == "milvus":  # keyword legs go into the generation's collection
+            manifest["keyword"], docids = {"store": "milvus", "fingerprint": keyword_fingerprint()}, None
+        else:
+            manifest["keyword"], docids = update_keywords(index_dir, old_gen, old_manifest, ordered, progress)
+        t2 = time.monotonic()
+        gen = write_generation(index_dir, ordered, vectors, manifest, request, docids)
+        report.timings.update(keywords=t2 - t1, write=time.monotonic() - t2)
         cleanup_stale(index_dir, previous=old_gen.name if old_gen is not None else None)
         report.generation = gen.name
         report.chunks = len(ordered)

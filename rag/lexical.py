@@ -1,4 +1,7 @@
-"""Keyword legs: Okapi BM25 over jieba words and over CJK character bigrams, persisted as JSON.
+"""Keyword analysis: jieba words, CJK character bigrams, the bilingual glossary, and Okapi BM25.
+
+The index that serves queries is on disk (rag.keyword_index, tantivy); the in-memory BM25 here is
+the reference it is tested against, and what small throwaway experiments (eval/) use.
 
 Two analyzers because they fail differently: jieba words are precise but a segmentation mismatch
 ("原因" vs "因为") loses the match; character bigrams always overlap but are noisier. Fused, they
@@ -11,16 +14,13 @@ two languages (users type "BN", notes say "Batch Normalization" or "批归一化
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
-FORMAT = "bm25-v2"
 K1 = 1.2
 B = 0.75
 
@@ -214,6 +214,14 @@ def expand_query(text: str) -> str:
     return text if not extra else text + " " + " ".join(dict.fromkeys(extra))
 
 
+def idf(n: int, df: int) -> float:
+    """BM25 inverse document frequency; a term the corpus never uses gets the largest value (a word
+    the corpus lacks is strong evidence that it does not cover the question)."""
+    if n <= 0:
+        return 1.0
+    return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
 @dataclass
 class LexicalHit:
     row: int
@@ -284,7 +292,7 @@ class BM25:
 
 
 class LexicalIndex:
-    """The keyword legs of one index generation, saved together in one JSON file."""
+    """Both keyword legs in memory (experiments and tests; indexes on disk use rag.keyword_index)."""
 
     def __init__(self, legs: dict[str, BM25]):
         self.legs = legs
@@ -299,14 +307,3 @@ class LexicalIndex:
     def search(self, query: str, k: int = 10) -> list[LexicalHit]:
         """The jieba leg alone (its coverage is the abstain signal); see Retriever for fusion."""
         return self.legs["jieba"].search(query, k)
-
-    def save(self, path: Path) -> None:
-        data = {"format": FORMAT, "k1": K1, "b": B, "legs": {n: leg.doc_terms for n, leg in self.legs.items()}}
-        path.write_text(json.dumps(data, ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: Path) -> "LexicalIndex":
-        data = json.loads(Path(path).read_text())
-        if data.get("format") != FORMAT:
-            raise ValueError(f"unknown lexical index format {data.get('format')!r}")
-        return cls({name: BM25(docs, name) for name, docs in data["legs"].items()})

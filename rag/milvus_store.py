@@ -3,7 +3,13 @@
 How it fits the generations of rag.index: the vector artifact of a generation is one Milvus collection
 named after the generation (`rag_<generation>`); the generation directory holds a small pointer file
 (`vectors.milvus.json`: uri, collection, index type, counts) that is checksummed like every local
-artifact. Chunk texts, BM25 and the manifest stay local; the collection holds row numbers and vectors.
+artifact. The collection holds row numbers, vectors and both keyword legs: the chunk's jieba words
+and its character bigrams (our analyzers' tokens, space-joined), each turned into a sparse vector by
+a Milvus BM25 function (full-text search, Milvus >= 2.5) and searched with metric BM25. Milvus only
+splits on whitespace (Lite: on non-word characters), so tokens, stopwords and the glossary are the local legs' own.
+The application keeps: chunk texts and the manifest, query analysis and glossary expansion
+(expansion terms count half: base terms are sent twice), the document frequencies behind the
+coverage gate (TEXT_MATCH counts), and the weighted RRF fusion of the three legs.
   * Default URI: a Milvus Lite database inside the generation directory (`<gen>/milvus.db`). Milvus
     Lite holds an exclusive lock on its database while open, so one database per generation lets
     `rag index` write a new generation while `rag ask` / the UI keep reading the previous one.
@@ -26,6 +32,8 @@ from .errors import IndexCorrupt, RagError
 ARTIFACT = "vectors.milvus.json"
 LITE_DB = "milvus.db"
 INSERT_BATCH = 2000  # rows per insert: ~4 MB of 512-d float32, far below gRPC's 64 MB message limit
+KEYWORD_FIELDS = ("jieba", "bigram")  # VARCHAR fields of our tokens; "<field>_bm25" holds the BM25 sparse vector
+MAX_TOKENS_BYTES = 60_000  # VARCHAR max_length is 65,535 bytes
 # Our index kinds -> Milvus index types. Milvus has no OPQ; IVF_PQ is the nearest (servers only:
 # Milvus Lite implements FLAT, HNSW, IVF_FLAT and IVF_SQ8).
 MILVUS_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivf-flat": "IVF_FLAT", "ivf-sq8": "IVF_SQ8",
@@ -91,8 +99,9 @@ class MilvusIndex:
 
     def __init__(self, dim: int, uri: str, collection: str, index_type: str = "FLAT",
                  build: dict | None = None, search: dict | None = None, token: str | None = None,
-                 uri_in_manifest: str | None = None):
+                 uri_in_manifest: str | None = None, keywords: bool = False):
         self.dim = dim
+        self.keywords = keywords
         self.uri = uri
         self.collection = collection
         self.index_type = index_type
@@ -112,13 +121,32 @@ class MilvusIndex:
         schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("row", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        if self.keywords:
+            from pymilvus import Function, FunctionType
+
+            # Lite has only the standard (regex word) and jieba tokenizers; servers split on whitespace.
+            analyzer = {"tokenizer": "standard" if is_lite(self.uri) else "whitespace"}
+            for f in KEYWORD_FIELDS:
+                schema.add_field(f, DataType.VARCHAR, max_length=65535, enable_analyzer=True,
+                                 analyzer_params=analyzer, enable_match=(f == "jieba"))
+                schema.add_field(f + "_bm25", DataType.SPARSE_FLOAT_VECTOR)
+                schema.add_function(Function(name=f + "_bm25_fn", function_type=FunctionType.BM25,
+                                             input_field_names=[f], output_field_names=[f + "_bm25"]))
         c.create_collection(self.collection, schema=schema, consistency_level="Strong")
 
-    def add(self, vectors: np.ndarray) -> None:
+    def add(self, vectors: np.ndarray, texts=None) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.keywords and (texts is None or len(texts) != len(vectors)):
+            raise RagError("a Milvus collection with keyword fields needs the chunk texts")
         for start in range(0, len(vectors), INSERT_BATCH):
             block = vectors[start:start + INSERT_BATCH]
             rows = [{"row": self._ntotal + i, "vector": v.tolist()} for i, v in enumerate(block)]
+            if self.keywords:
+                from .keyword_index import terms
+
+                for row, text in zip(rows, texts[start:start + INSERT_BATCH]):
+                    for f in KEYWORD_FIELDS:
+                        row[f] = " ".join(terms(text, f)).encode()[:MAX_TOKENS_BYTES].decode(errors="ignore")
             self.client.insert(self.collection, rows)
             self._ntotal += len(block)
 
@@ -128,6 +156,12 @@ class MilvusIndex:
         c.flush(self.collection)
         ip = c.prepare_index_params()
         ip.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=self.build_params)
+        if self.keywords:
+            from .keyword_index import B, K1
+
+            for f in KEYWORD_FIELDS:
+                ip.add_index(field_name=f + "_bm25", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
+                             params={"bm25_k1": K1, "bm25_b": B})
         c.create_index(self.collection, ip)
         c.load_collection(self.collection)
 
@@ -159,7 +193,7 @@ class MilvusIndex:
         return {"kind": self.kind, "store": "milvus", "uri": self.uri_in_manifest, "collection": self.collection,
                 "dim": self.dim,
                 "metric": "inner_product", "index_type": self.index_type, "build": self.build_params,
-                "search": self.search_params, "ntotal": self._ntotal, "artifact": ARTIFACT}
+                "search": self.search_params, "ntotal": self._ntotal, "artifact": ARTIFACT, "keywords": self.keywords}
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.params(), ensure_ascii=False, indent=1))
@@ -179,6 +213,39 @@ class MilvusIndex:
             if release:
                 release_lite(self.uri)
 
+    # -- the keyword legs (rag.keyword_index.KeywordLeg's backend protocol)
+    def bm25(self, field: str, weights: dict[str, float], k: int, with_terms: bool = False) -> list[tuple]:
+        """BM25 top k over `field`'s tokens; a term's weight is its count in the query, so base terms
+        (weight 1) are sent twice and glossary expansions (0.5) once, and the score halved."""
+        text = " ".join(t for t, w in weights.items() for _ in range(2 if w >= 1 else 1))
+        try:
+            res = self.client.search(self.collection, data=[text], anns_field=field + "_bm25", limit=min(k, max(self._ntotal, 1)),
+                                     search_params={"metric_type": "BM25"},
+                                     output_fields=["jieba"] if with_terms else ["row"])
+        except Exception as e:
+            raise RagError(f"Milvus full-text search failed ({self.uri}, {self.collection}): {e}") from None
+        out = []
+        for h in res[0]:
+            row = int(h["row"] if "row" in h else h["id"])
+            terms = set((h.get("entity") or {}).get("jieba", "").split()) if with_terms else None
+            out.append((row, abs(float(h["distance"])) / 2, terms))  # Lite reports -score
+        return out
+
+    def doc_freq(self, term: str) -> int:
+        if "'" in term or "\\" in term:
+            return 0
+        try:
+            res = self.client.query(self.collection, filter=f"TEXT_MATCH(jieba, '{term}')", output_fields=["count(*)"])
+        except Exception as e:
+            raise RagError(f"Milvus text match failed ({self.uri}, {self.collection}): {e}") from None
+        return int(res[0]["count(*)"]) if res else 0
+
+    def total(self) -> int:
+        return self._ntotal
+
+    def __len__(self) -> int:
+        return self._ntotal
+
     def drop(self) -> None:
         if self.client.has_collection(self.collection):
             self.client.drop_collection(self.collection)
@@ -190,7 +257,7 @@ def resolve_uri(uri: str, gen_dir: Path) -> str:
 
 
 def build_milvus_index(kind: str, dim: int, vectors: np.ndarray, gen_dir: Path, generation: str,
-                       uri: str | None = None, token: str | None = None, **search) -> MilvusIndex:
+                       uri: str | None = None, token: str | None = None, texts=None, **search) -> MilvusIndex:
     """Create the generation's collection, insert `vectors` (row i = chunk i), index and load it.
 
     With no `uri`, a Milvus Lite database is created in `gen_dir`; the caller renames that directory
@@ -200,10 +267,10 @@ def build_milvus_index(kind: str, dim: int, vectors: np.ndarray, gen_dir: Path, 
     lite_default = not uri
     real_uri = str(Path(gen_dir) / LITE_DB) if lite_default else resolve_uri(uri, gen_dir)
     index = MilvusIndex(dim, real_uri, collection_name(generation), p["index_type"], p["build"], p["search"],
-                        token, uri_in_manifest=LITE_DB if lite_default else uri)
+                        token, uri_in_manifest=LITE_DB if lite_default else uri, keywords=texts is not None)
     try:
         index.create()
-        index.add(vectors)
+        index.add(vectors, texts)
         index.finish()
     except RagError:
         raise
@@ -220,7 +287,7 @@ def load_milvus_index(p: dict, gen_dir: Path, uri: str | None = None, token: str
     """Open the collection a manifest points at (`uri` overrides the recorded one, e.g. a moved server)."""
     real_uri = uri or resolve_uri(p["uri"], gen_dir)
     index = MilvusIndex(int(p.get("dim") or 0), real_uri, p["collection"], p["index_type"], p.get("build"),
-                        p.get("search"), token, uri_in_manifest=p["uri"])
+                        p.get("search"), token, uri_in_manifest=p["uri"], keywords=bool(p.get("keywords")))
     try:
         if not index.client.has_collection(p["collection"]):
             raise IndexCorrupt(f"Milvus collection {p['collection']} is missing at {real_uri}; "

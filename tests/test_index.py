@@ -73,7 +73,7 @@ def test_missing_index(tmp_path):
         load_index(tmp_path / "nothing")
 
 
-@pytest.mark.parametrize("target", ["vectors.faiss", "chunks.sqlite", "bm25.json"])
+@pytest.mark.parametrize("target", ["vectors.faiss", "chunks.sqlite"])
 def test_corruption_is_detected(corpus, tmp_path, target):
     build(corpus, tmp_path / "idx")
     gen = tmp_path / "idx" / (tmp_path / "idx" / CURRENT).read_text().strip()
@@ -189,3 +189,26 @@ def test_sigkill_mid_build_leaves_previous_index_serving(corpus, tmp_path):
     report, _ = build(corpus, tmp_path / "idx")
     assert report.added == ["new.md"]
     assert not [p for p in os.listdir(tmp_path / "idx") if p.endswith(".tmp")]
+
+
+def test_large_artifacts_unchanged_since_the_build_are_not_rehashed_on_load(corpus, tmp_path, monkeypatch):
+    """Loads skip hashing big artifacts whose size and mtime are as built (gigabytes at 1M chunks);
+    anything else is hashed, and `rag index` always hashes before reusing a generation."""
+    from rag import index as index_mod
+    from rag.index import current_generation
+
+    build(corpus, tmp_path / "idx")
+    monkeypatch.setattr(index_mod, "QUICK_VERIFY_BYTES", 1)
+    p = current_generation(tmp_path / "idx") / "vectors.faiss"
+    st = p.stat()
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 1
+    p.write_bytes(bytes(data))
+    with pytest.raises(IndexCorrupt, match="fails its checksum"):  # rewritten: new mtime, so hashed
+        load_index(tmp_path / "idx", "fake-embedder")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: trusted on load
+    load_index(tmp_path / "idx", "fake-embedder")
+    warnings = []
+    emb = FakeEmbedder()
+    build_index(scan_sources([corpus]), tmp_path / "idx", emb.model_id, lambda: emb, warn=warnings.append)
+    assert any("fails its checksum" in w for w in warnings)  # the next `rag index` hashes and rebuilds

@@ -1,4 +1,4 @@
-from rag.lexical import BM25, LexicalIndex, bigrams, expand_query, tokenize
+from rag.lexical import BM25, bigrams, expand_query, tokenize
 
 
 def test_english_terms_in_chinese_text_match():
@@ -33,13 +33,3 @@ def test_bigrams_keep_latin_words_whole():
 def test_bigram_leg_matches_across_segmentation():
     bm = BM25.from_texts(["梯度消失是因为激活函数饱和", "学习率太大会导致损失震荡"], "bigram")
     assert bm.search("梯度为什么会消失")[0].row == 0
-
-
-def test_save_and_load_roundtrip(tmp_path):
-    lex = LexicalIndex.from_texts(["梯度消失", "学习率"])
-    lex.save(tmp_path / "bm25.json")
-    again = LexicalIndex.load(tmp_path / "bm25.json")
-    assert set(again.legs) == {"jieba", "bigram"}
-    for name in again.legs:
-        assert [(h.row, round(h.score, 6)) for h in again.legs[name].search("学习率")] == \
-            [(h.row, round(h.score, 6)) for h in lex.legs[name].search("学习率")]

@@ -117,3 +117,38 @@ def test_default_lite_database_lives_in_the_generation(corpus, tmp_path):
 
     with pytest.raises(RagError):
         load_index(tmp_path / "idx")
+
+
+QUERIES = ["学习率太大会怎样?", "测试的时候要用 Dropout 吗", "BN 的作用", "梯度消失的原因", "gradient clipping", "红烧肉怎么做"]
+
+
+def test_keyword_legs_and_hybrid_retrieval_in_milvus_match_the_local_ones(settings, tmp_path):
+    """`--store milvus` moves the keyword legs into the collection (BM25 functions): same rankings,
+    scores and coverage as the local tantivy legs, so fusion and the abstain gate are unchanged."""
+    from dataclasses import replace
+
+    from fakes import FakeGenerator
+    from rag.assistant import Assistant
+
+    runs, scores = {}, {}
+    for s in ("faiss", "milvus"):
+        a = Assistant(replace(settings, index_dir=tmp_path / f"idx-{s}", store=s), embedder=FakeEmbedder(),
+                      generator=FakeGenerator())
+        a.build()
+        idx = a.index()
+        assert idx.manifest["keyword"].get("store") == ("milvus" if s == "milvus" else None)
+        out = []
+        for q in QUERIES:
+            for leg in ("jieba", "bigram"):
+                hits = idx.bm25.legs[leg].search(q, 10)
+                out.append([(h.row, round(h.coverage, 3)) for h in hits])
+                scores.setdefault((q, leg), []).append([h.score for h in hits])
+            for mode in ("bm25", "hybrid"):
+                r = a.search(q, 5, mode=mode)
+                # (top 4: the fake embedder's cosines tie at rank 5 for a question nothing matches)
+                out.append(([h.chunk.id for h in r.hits][:4], r.covered, round(r.best_coverage, 3)))
+        runs[s] = out
+    assert runs["milvus"] == runs["faiss"]
+    for local, milvus in scores.values():  # tantivy keeps document lengths as 1-byte norms, Lite exact ones: a few % apart
+        np.testing.assert_allclose(milvus, local, rtol=0.1)
+    assert not list((tmp_path / "idx-milvus").glob("keyword-*"))  # nothing of the keyword side stays local
