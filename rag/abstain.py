@@ -75,7 +75,7 @@ def unknown_names(question: str, keyword_leg) -> list[str]:
         after = question[m.end():].lstrip()[:1]
         if w[0].isupper() and w[1:].islower() and (not before or before[-1] in ".?!。？！") and after.isascii():
             continue  # an ordinary word starting an English sentence ("Does …"; "Kaiming 初始化…" is a name)
-        if glossary_matches(w) or keyword_leg.search(w, 1, expand=False):
+        if glossary_matches(w) or keyword_leg.search(w, 1):  # a non-glossary word: no expansion to mask it
             continue
         out.append(w)
     return out
