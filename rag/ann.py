@@ -266,6 +266,26 @@ def in_memory_suite(dataset: str, n: int, dim: int, identities: int, nq: int, ki
     return runs
 
 
+TRAIN_PER_CENTROID = 40  # FAISS asks 30..256 points per centroid; the low end, since k-means is the slow part
+
+
+def train_streamed(gen, dim: int, factory: str, n: int):
+    """An untrained IVF-family index from `factory`, trained on the first vectors of the stream (never
+    all of them in RAM); returns (index, vectors trained on)."""
+    import faiss
+
+    from .vectors import no_polysemous
+
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    no_polysemous(index)
+    ivf = faiss.extract_index_ivf(index)
+    ivf.cp.niter = 10  # as in rag.vectors
+    train_n = min(n, TRAIN_PER_CENTROID * ivf.nlist)
+    train = np.concatenate([gen.batch(b, BATCH, stream=3) for b in range(math.ceil(train_n / BATCH))])[:train_n]
+    index.train(train)
+    return index, train_n
+
+
 def streaming_suite(dataset: str, n: int, dim: int, identities: int, nq: int, factory: str,
                     checkpoints: list[int], budget_s: float, sweep: list[dict]) -> list[Run]:
     """Never holds the raw vectors: train on a sample, then per batch add codes + update exact top-10."""
@@ -275,17 +295,7 @@ def streaming_suite(dataset: str, n: int, dim: int, identities: int, nq: int, fa
     queries = gen.queries(nq)
     r0 = rss_bytes()
     t0 = time.perf_counter()
-    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    from .vectors import no_polysemous
-
-    no_polysemous(index)
-    ivf = faiss.extract_index_ivf(index)
-    ivf.cp.niter = 10  # as in rag.vectors
-    nlist = ivf.nlist
-    train_n = min(n, 40 * nlist)  # FAISS: 30*K..256*K; the low end, since k-means is the slow part here
-    train = np.concatenate([gen.batch(b, BATCH, stream=3) for b in range(math.ceil(train_n / BATCH))])[:train_n]
-    index.train(train)
-    del train
+    index, train_n = train_streamed(gen, dim, factory, n)
     train_s = time.perf_counter() - t0
     _log(f"{dataset}: trained {factory} on {train_n:,} in {train_s:.0f}s")
     gt = StreamingTopK(queries, 10)

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .ann import BATCH, FaceLikeVectors, Run, StreamingTopK, _log, peak_rss_bytes, recall, rss_bytes
+from .ann import BATCH, FaceLikeVectors, Run, StreamingTopK, _log, peak_rss_bytes, recall, rss_bytes, train_streamed
 
 FACTORY = "OPQ64_512,IVF4096_HNSW32,PQ64x8"
 GT_BLOCK = 10_000  # database rows per exact ground-truth update
-TRAIN_PER_CENTROID = 40  # FAISS asks 30..256 points per centroid; k-means is the slow part here
 
 
 class DiskVectors:
@@ -89,8 +88,6 @@ def disk_suite(work: Path, n: int = 10_000_000, dim: int = 512, identities: int 
                single: int = 200) -> Run:
     import faiss
 
-    from .vectors import no_polysemous
-
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     label = f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
@@ -99,14 +96,8 @@ def disk_suite(work: Path, n: int = 10_000_000, dim: int = 512, identities: int 
     queries = gen.queries(nq)
     r0 = rss_bytes()
     t0 = time.perf_counter()
-    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    no_polysemous(index)
+    index, train_n = train_streamed(gen, dim, factory, n)
     ivf = faiss.extract_index_ivf(index)
-    ivf.cp.niter = 10
-    train_n = min(n, TRAIN_PER_CENTROID * ivf.nlist)
-    train = np.concatenate([gen.batch(b, BATCH, stream=3) for b in range(math.ceil(train_n / BATCH))])[:train_n]
-    index.train(train)
-    del train
     train_s = time.perf_counter() - t0
     _log(f"{dataset}: trained {factory} on {train_n:,} vectors in {train_s:.0f}s")
     gt = StreamingTopK(queries, 10)

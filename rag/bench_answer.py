@@ -99,7 +99,7 @@ def _f(x, nd=2, unit=""):
 
 def markdown(r: dict) -> str:
     o, n = r["styles"]["passages"], r["styles"]["evidence"]
-    lines = [f"# Answer path: five passages (old default) vs evidence (new default)", "",
+    lines = ["# Answer path: five passages (old default) vs evidence (new default)", "",
              f"`rag bench answer`: model `{r['model']}` warm, {r['questions']} questions from eval/answers.jsonl, both paths "
              f"in one process, alternating per question. Other load during the run: {_f(r['other_load_cores'])} cores. "
              f"Peak RSS {r['peak_rss_mb']:.0f} MB.", "",

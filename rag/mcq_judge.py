@@ -11,7 +11,6 @@ a double negation; a multi-answer item takes every option judged right (log-odds
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Sequence
 

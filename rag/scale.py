@@ -99,6 +99,18 @@ def queries(n: int = N_QUERIES) -> list[str]:
     return _retrieval_queries(n)
 
 
+def _leg_latency(kw, leg: str, qs: list[str]) -> dict:
+    """p50/p95 of one keyword leg's top-30 search over `qs`, after 5 warm-up queries."""
+    for q in qs[:5]:
+        kw.legs[leg].search(q, 30)
+    ms = []
+    for q in qs:
+        t = time.perf_counter()
+        kw.legs[leg].search(q, 30)
+        ms.append((time.perf_counter() - t) * 1e3)
+    return _pcts(ms)
+
+
 def _pcts(ms: list[float]) -> dict:
     return {"p50": round(float(np.percentile(ms, 50)), 2), "p95": round(float(np.percentile(ms, 95)), 2),
             "mean": round(float(np.mean(ms)), 2)}
@@ -162,16 +174,7 @@ def phase_keyword(args: dict) -> dict:
     kw = KeywordIndex(index_dir / manifest["keyword"]["dir"], read_docids(gen / CHUNKS_DB))
     load_s = time.perf_counter() - t
     after_load = rss_mb()
-    lat = {}
-    for leg in ("jieba", "bigram"):
-        for q in qs[:5]:
-            kw.legs[leg].search(q, 30)
-        ms = []
-        for q in qs:
-            t = time.perf_counter()
-            kw.legs[leg].search(q, 30)
-            ms.append((time.perf_counter() - t) * 1e3)
-        lat[leg] = _pcts(ms)
+    lat = {leg: _leg_latency(kw, leg, qs) for leg in ("jieba", "bigram")}
     return {"keyword_load_s": round(load_s, 3), "keyword_rss_mb_after_load": round(after_load - base, 1),
             "keyword_rss_mb_after_queries": round(rss_mb() - base, 1), "latency_ms": lat,
             "keyword_documents": kw.num_documents()}
@@ -312,13 +315,7 @@ def phase_one_leg(args: dict) -> dict:
     kw = KeywordIndex(path, np.arange(len(units)))
     load_s = time.perf_counter() - t
     after_load = rss_mb()
-    for q in qs[:5]:
-        kw.legs[leg].search(q, 30)
-    ms = []
-    for q in qs:
-        t = time.perf_counter()
-        kw.legs[leg].search(q, 30)
-        ms.append((time.perf_counter() - t) * 1e3)
+    latency = _leg_latency(kw, leg, qs)
     questions, sents = seed_sentences(Path(args["seed"]))
     extra = [u for u in synth_file(questions, sents, seed=10**9).split("\n\n") if u.strip()]
     ids = range(len(units) + 1_000_000, len(units) + 1_000_000 + len(extra))
@@ -329,7 +326,7 @@ def phase_one_leg(args: dict) -> dict:
     add_s = time.perf_counter() - t
     return {"leg": leg, "documents": len(units), "build_s": round(build_s, 1), "load_s": round(load_s, 3),
             "rss_mb_after_load": round(after_load - base, 1), "rss_mb_after_queries": round(rss_mb() - base, 1),
-            "latency_ms": _pcts(ms), "add_file_s": round(add_s, 2), "disk_mb": round(_dir_bytes(path) / 2**20, 1)}
+            "latency_ms": latency, "add_file_s": round(add_s, 2), "disk_mb": round(_dir_bytes(path) / 2**20, 1)}
 
 
 PHASES = {"build": phase_build, "keyword": phase_keyword, "serve": phase_serve, "add": phase_add,
