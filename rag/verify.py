@@ -104,7 +104,14 @@ def cheap_verdict(claim: str, evidence: list[Evidence], quotes: set[str] = froze
     pool = _candidates(claim, evidence)
     scored = sorted(((support(bare, e.text), e) for e in pool), key=lambda x: -x[0])
     best_s, best = scored[0]
-    if best_s >= UNSUPPORTED and polarity_conflict(bare, best.text):  # about the same thing, opposite sense
+    # About the same thing, opposite sense, and no other evidence sentence, about as close to the claim and
+    # itself negated or comparative, agrees with it:
+    # "测试时不用 dropout" against "dropout只在训练的时候用" alone is a false alarm when the evidence also
+    # holds "只会影响训练过程,而不会影响测试过程" (found by the real-model test).
+    if best_s >= UNSUPPORTED and polarity_conflict(bare, best.text) and not any(
+            e is not best and support(bare, e.text) >= max(UNSUPPORTED, 0.8 * best_s)
+            and (negations(e.text) or direction(e.text)) and not polarity_conflict(bare, e.text)
+            for e in evidence):
         return Verdict(claim, "conflict", best, best_s)
     if best_s >= SUPPORTED:
         return Verdict(claim, "ok", best, best_s)
@@ -165,6 +172,8 @@ def verify_answer(text: str, evidence: list[Evidence], scorer=None, quotes: set[
         verdicts.append(v)
         if v.status == "unsupported":
             continue
+        if v.status == "contradiction" and v.evidence.text.strip().rstrip("。.") in quotes:
+            continue  # the evidence it contradicts is already quoted above it: drop, do not repeat
         pieces.append(replacement(v) if v.status == "contradiction" else claim)
     # Never replace a quote twice: two contradicting sentences may claim the same evidence.
     out: list[str] = []

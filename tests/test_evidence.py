@@ -87,6 +87,14 @@ def test_supported_sentence_is_kept_and_the_model_settles_unsure_ones():
     assert v.replaced == 1 and v.text.startswith("资料原文：“测试时不使用 dropout")
 
 
+def test_a_flip_against_one_sentence_is_not_a_contradiction_when_another_agrees():
+    ev = [_ev("但是要注意dropout只在训练的时候用。"), _ev("Dropout这种变化只会影响训练过程,而不会影响测试过程。", 2)]
+    v = verify_answer("测试的时候不需要使用 dropout，它只影响训练过程。", ev)
+    assert v.replaced == 0 and v.text.startswith("测试的时候不需要使用 dropout")
+    alone = [_ev("测试的时候不用 dropout，只在训练时用。")]
+    assert verify_answer("测试的时候要用 dropout [1]。", alone).replaced == 1
+
+
 def test_streaming_holds_back_from_the_first_suspect_sentence():
     ev = [_ev("卷积操作是线性的。")]
     text = "卷积操作是线性的 [1]。卷积操作不是线性的 [1]。后面"

@@ -39,10 +39,13 @@ def test_openai_client_streams_a_cited_answer_from_the_real_models(tmp_path):
             if c.choices[0].delta.content and first is None:
                 first = time.monotonic() - t0
             chunks.append(c)
+        total = time.monotonic() - t0
         text = "".join(c.choices[0].delta.content or "" for c in chunks)
         extra = chunks[-1].model_extra
         print(f"\n{len(chunks)} chunks, first token {first:.1f}s: {text!r} -> {extra['answer']!r}")
-        assert first is not None and len(chunks) >= 5  # it really streamed
+        # It really streamed: the evidence quote arrived well before the end (the answer streams a checked
+        # sentence at a time, so a short answer is a few chunks, not one per token).
+        assert first is not None and len(chunks) >= 3 and first < total - 0.5
         assert not extra["abstained"] and "[" in extra["answer"]
         cited = [s for s in extra["sources"] if s["cited"]]
         assert cited and any("dropout" in (s["heading"] + s["text"]).lower() or "辍学" in s["text"] for s in cited)
