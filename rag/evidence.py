@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lexical import bigrams, glossary_matches, tokenize
+from .lexical import analyze_query, bigrams, glossary_matches, tokenize
 
 # One sentence splitter for the whole package (evidence, citation checking, UI highlighting).
 # A '.' ends a sentence only before white space or the end, so "2.5" and "e.g" stay whole.
@@ -87,12 +87,7 @@ def _is_heading_echo(sentence: str, heading: str) -> bool:
 
 def _query_terms(question: str) -> dict[str, float]:
     """jieba words of the question (weight 1) and their glossary equivalents (weight 0.5)."""
-    terms = {t: 1.0 for t in tokenize(question)}
-    for _, others in glossary_matches(question):
-        for o in others:
-            for t in tokenize(o):
-                terms.setdefault(t, 0.5)
-    return terms
+    return analyze_query(question).weights
 
 
 def score_sentences(question: str, texts: list[str], contexts: list[str], embedder=None) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import IndexCorrupt
-from .lexical import ANALYZERS, B, K1, LexicalHit, glossary_matches, idf
+from .lexical import ANALYZERS, B, K1, LexicalHit, analyze_query, idf
 
 FORMAT = "tantivy-1"
 ANALYZER_VERSION = 1  # bump when rag.lexical.tokenize / bigrams change what they emit
@@ -39,7 +39,6 @@ META = "rag-keyword.json"  # our fingerprint, next to tantivy's own meta.json
 TOKENIZER = "rag_ws"
 MAX_TERM_CHARS = 64  # longer "words" (base64 blobs, 20 MB lines without spaces) are never queried
 WRITER_HEAP = 256 * 1024 * 1024
-EXPANSION_WEIGHT = 0.5  # glossary equivalents widen recall without outvoting the user's words
 LEGS = ("jieba", "bigram")
 
 
@@ -173,22 +172,17 @@ class KeywordLeg:
         return len(self.backend)
 
     def search(self, query: str, k: int = 10, expand: bool = True) -> list[LexicalHit]:
-        base = set(self.analyze(query))
-        glossary = glossary_matches(query) if expand else []
-        extra = {t for _, others in glossary for o in others for t in self.analyze(o)} - base
-        if not base and not extra:
+        q = analyze_query(query, self.analyze, expand)
+        base, weights = q.base, q.weights
+        if not weights:
             return []
-        weights = {t: 1.0 if t in base else EXPANSION_WEIGHT for t in sorted(base | extra)}
         coverage = self.analyzer == "jieba"
         hits = self.backend.bm25(self.analyzer, weights, k, with_terms=coverage)
         if not hits or not coverage:
             return [LexicalHit(row, score, 0.0) for row, score, _ in hits]
         # Coverage exactly as rag.lexical.BM25: share of the query's IDF mass whose words (or a
         # glossary equivalent of them) the document contains; unseen words get the largest IDF.
-        alternatives: dict[str, list[set[str]]] = {}
-        for term, others in glossary:
-            for t in set(self.analyze(term)) & base:
-                alternatives.setdefault(t, []).extend(set(self.analyze(o)) for o in others)
+        alternatives = q.alternatives
         n = self.backend.total()
         term_idf = {t: idf(n, self.backend.doc_freq(t)) for t in base}
         total = sum(term_idf.values()) or 1.0

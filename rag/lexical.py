@@ -222,6 +222,31 @@ def idf(n: int, df: int) -> float:
     return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
 
+EXPANSION_WEIGHT = 0.5  # glossary equivalents widen recall without outvoting the user's words
+
+
+@dataclass
+class QueryTerms:
+    base: set[str]  # the query's own terms
+    weights: dict[str, float]  # base terms 1.0, glossary equivalents EXPANSION_WEIGHT
+    # A query term also counts as matched when a glossary equivalent of it is in the document
+    # ("gradients" matches a passage that says 梯度): coverage is about concepts, not spellings.
+    alternatives: dict[str, list[set[str]]]
+
+
+def analyze_query(query: str, analyze=tokenize, expand: bool = True) -> QueryTerms:
+    """One query analysis for every keyword consumer (both BM25 backends, evidence scoring)."""
+    base = set(analyze(query))
+    glossary = glossary_matches(query) if expand else []
+    extra = {t for _, others in glossary for o in others for t in analyze(o)} - base
+    alternatives: dict[str, list[set[str]]] = {}
+    for term, others in glossary:
+        for t in set(analyze(term)) & base:
+            alternatives.setdefault(t, []).extend(set(analyze(o)) for o in others)
+    weights = {t: 1.0 if t in base else EXPANSION_WEIGHT for t in sorted(base | extra)}
+    return QueryTerms(base, weights, alternatives)
+
+
 @dataclass
 class LexicalHit:
     row: int
@@ -256,18 +281,9 @@ class BM25:
         return len(self.doc_terms)
 
     def search(self, query: str, k: int = 10, expand: bool = True) -> list[LexicalHit]:
-        base = set(self.analyze(query))
-        glossary = glossary_matches(query) if expand else []
-        extra = {t for _, others in glossary for o in others for t in self.analyze(o)} - base
-        terms = base | extra
-        # A query term also counts as matched when a glossary equivalent of it is in the document
-        # ("gradients" matches a passage that says 梯度): coverage is about concepts, not spellings.
-        alternatives: dict[str, list[set[str]]] = {}
-        for term, others in glossary:
-            for t in set(self.analyze(term)) & base:
-                alternatives.setdefault(t, []).extend(set(self.analyze(o)) for o in others)
-        # Expansion terms count half: they widen recall without outvoting the user's words.
-        weight = {t: (1.0 if t in base else 0.5) for t in terms}
+        q = analyze_query(query, self.analyze, expand)
+        base, weight, alternatives = q.base, q.weights, q.alternatives
+        terms = set(weight)
         scores: dict[int, float] = {}
         for term in terms:
             idf = self.idf.get(term)
