@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 FS_STEPS = ("fsync", "rename", "replace")
 
@@ -54,9 +54,10 @@ def child(argv: list[str]) -> int:
 
     import resource
 
-    from fakes import FakeEmbedder
     from rag import cli
     from rag.assistant import Assistant
+    from rag.config import Settings
+    from rag.fakes import FakeEmbedder
 
     class Embedder(FakeEmbedder):
         def embed_documents(self, texts, progress=False):
@@ -81,7 +82,6 @@ def child(argv: list[str]) -> int:
             setattr(os, name, hook(name, getattr(os, name)))
     if args.fsize:
         resource.setrlimit(resource.RLIMIT_FSIZE, (args.fsize, args.fsize))
-    cli._assistant = lambda a: Assistant(cli._settings(a), embedder=Embedder(), warn=cli._warn)
     # Load the libraries first, so the kill delays spread over the build itself, not over start-up.
     import jieba
     import langchain_text_splitters  # noqa: F401
@@ -89,8 +89,9 @@ def child(argv: list[str]) -> int:
     jieba.setLogLevel(60)
     jieba.initialize()
     print("ready", flush=True)
-    argv = ["index", "--corpus", args.corpus, "--index-dir", args.index_dir, "--embedder", "fake-embedder"]
-    return cli.main(argv + (["--rebuild"] if args.rebuild else []))
+    settings = Settings(corpus_dir=Path(args.corpus), index_dir=Path(args.index_dir), embedder="fake")
+    a = Assistant(settings, embedder=Embedder(), warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    return cli.main(["index"] + (["--rebuild"] if args.rebuild else []), assistant=a)
 
 
 def child_cmd(corpus: Path, index_dir: Path, *extra: str) -> list[str]:
@@ -106,7 +107,6 @@ def run_child(corpus: Path, index_dir: Path, *extra: str, timeout: float = 300) 
 
 def served(index_dir: Path, probe: str | None = None) -> tuple[str | None, str | None]:
     """(live generation name, problem or None). The problem is what a user would hit."""
-    from fakes import FakeEmbedder
     from rag.config import Settings
     from rag.assistant import Assistant
     from rag.errors import RagError
@@ -116,9 +116,8 @@ def served(index_dir: Path, probe: str | None = None) -> tuple[str | None, str |
         gen = current_generation(index_dir)
         if gen is None:
             return None, "no CURRENT"
-        idx = load_index(index_dir, "fake-embedder")
-        a = Assistant(Settings(corpus_dir=index_dir, index_dir=index_dir, embedder="fake-embedder"),
-                      embedder=FakeEmbedder())
+        idx = load_index(index_dir, "fake")
+        a = Assistant.from_settings(Settings(corpus_dir=index_dir, index_dir=index_dir, embedder="fake"))
         hits = a.search(probe or "测试的时候要用 dropout 吗", 3).hits
         if not hits:
             return gen.name, "search returned nothing"

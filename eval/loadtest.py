@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 QUESTIONS = ["测试的时候要用 dropout 吗？", "Batch Normalization 有什么作用？", "如何缓解梯度消失问题？",
              "学习率太大会怎样？", "为什么要用 1x1 卷积？", "过拟合有哪些解决办法？", "什么是感受野？",
@@ -51,20 +51,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def paced_generator(token_delay: float):
-    from fakes import FakeGenerator
-
-    class PacedGenerator(FakeGenerator):
-        """The fake answer, streamed at a fixed pace: a known service time without model weights."""
-
-        def stream(self, messages, max_tokens=256, prefix=""):
-            for piece in super().stream(messages, max_tokens, prefix):
-                time.sleep(token_delay)
-                yield piece
-
-    return PacedGenerator()
-
-
 def serve(workdir: Path, port: int, models: str = "fake", queue_size: int | None = None, token_delay: float = 0.05,
           block: bool = True):
     """Launch the UI on 127.0.0.1:port over a copy of corpus/ (index built first)."""
@@ -75,21 +61,14 @@ def serve(workdir: Path, port: int, models: str = "fake", queue_size: int | None
     corpus, index_dir = workdir / "corpus", workdir / "index"
     if not corpus.exists():
         shutil.copytree(ROOT / "corpus", corpus)
-    if queue_size is not None:
-        ui.QUEUE_SIZE = queue_size
-    if models == "fake":
-        from fakes import FakeEmbedder
-
+    if models == "fake":  # the fake answer streamed at a fixed pace: a known service time without weights
         settings = Settings(corpus_dir=corpus, index_dir=index_dir, cache_dir=workdir / "cache",
-                            embedder="fake-embedder", generator="fake-generator")
-        embedder, generator = FakeEmbedder(), paced_generator(token_delay)
-        Assistant(settings, embedder=embedder, generator=generator).build()
+                            embedder="fake", generator=f"fake:delay={token_delay}")
     else:
         settings = Settings.from_env(corpus_dir=corpus, index_dir=index_dir)
-        embedder = generator = None
-        Assistant(settings).build()
-    return ui.launch(settings, port=port, api=True, embedder=embedder, generator=generator, warm_up=True,
-                     block=block, quiet=True)
+    Assistant.from_settings(settings).build()
+    return ui.launch(settings, port=port, api=True, warm_up=True, block=block, quiet=True,
+                     queue_size=queue_size or ui.QUEUE_SIZE)
 
 
 def start_server(workdir: Path, models: str, queue_size: int | None, token_delay: float) -> tuple[subprocess.Popen, str]:

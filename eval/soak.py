@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 QUESTIONS = ["测试的时候要用 dropout 吗？", "Batch Normalization 有什么作用？", "如何缓解梯度消失问题？",
              "学习率太大会怎样？", "为什么要用 1x1 卷积？", "过拟合有哪些解决办法？", "什么是感受野？",
@@ -53,19 +53,16 @@ def free_port() -> int:
 # ---------------------------------------------------------------- the server (a child process)
 
 def serve_fake(workdir: Path, port: int, token_delay: float) -> None:
-    from fakes import FakeEmbedder, ScriptedGenerator
-
     from rag.assistant import Assistant
     from rag.config import Settings
     from rag.server import serve
 
+    # the scripted fake (rag.fakes): paced, stalls/slows on cue, and answers follow-up rewrites
     settings = Settings(corpus_dir=workdir / "corpus", index_dir=workdir / "index", cache_dir=workdir / "cache",
-                        embedder="fake-embedder", generator="fake-generator")
-    gen = ScriptedGenerator(delay=token_delay, rewrite="Batch Normalization 有什么缺点？")
-    Assistant(settings, embedder=FakeEmbedder(), generator=gen).build()
+                        embedder="fake", generator=f"fake:delay={token_delay},rewrite=Batch Normalization 有什么缺点？")
+    Assistant.from_settings(settings).build()
     print("ready", flush=True)
-    serve(settings, port=port, embedder=FakeEmbedder(), generator=gen, quiet=True, gradio_api=True,
-          feedback_db=workdir / "feedback.sqlite3")
+    serve(settings, port=port, quiet=True, gradio_api=True, feedback_db=workdir / "feedback.sqlite3")
 
 
 def start_server(workdir: Path, models: str, token_delay: float) -> tuple[subprocess.Popen, str]:

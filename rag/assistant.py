@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -78,6 +79,24 @@ class Assistant:
         self.warn = warn
         self._index: LoadedIndex | None = None
         self._lock = threading.RLock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, progress: Callable | None = None,
+                      warn: Callable[[str], None] = lambda m: None) -> "Assistant":
+        """The one place settings become parts. The embedder and the generator load lazily from their spec
+        strings (rag.embedders.load_embedder / rag.generators.load_generator; "fake" picks rag.fakes), so
+        retrieval never waits for the LLM; the index is opened (or built) on first use."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub at run time: a missing model fails at once
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        return cls(settings or Settings.from_env(), progress=progress, warn=warn)
+
+    def derive(self, **changes) -> "Assistant":
+        """Another assistant with some settings changed (another index, generator, answer style), sharing
+        the loaded models whose spec did not change."""
+        s = replace(self.settings, **changes)
+        return Assistant(s, embedder=self._embedder if s.embedder == self.settings.embedder else None,
+                         generator=self._generator if s.generator == self.settings.generator else None,
+                         progress=self.progress, warn=self.warn)
 
     # -- lazily loaded parts
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,25 +22,42 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
+# flag -> setting (rag.config), for the options every command takes; help text and choices come from there
+COMMON_FLAGS = {"--corpus": "corpus_dir", "--index-dir": "index_dir", "--embedder": "embedder",
+                "--generator": "generator", "--backend": "backend", "--threads": "threads", "--store": "store",
+                "--milvus-uri": "milvus_uri", "--nprobe": "nprobe", "--ef-search": "ef_search",
+                "--answer-style": "answer_style"}
+DEST = {"corpus_dir": "corpus", "top_k": "k"}  # argparse names that differ from the setting's
+
+
+def _add_setting(parser, flag: str, name: str) -> None:
+    from dataclasses import fields
+
+    from .config import Settings, env_name, help_for
+
+    f = next(f for f in fields(Settings) if f.name == name)
+    kw = {"dest": DEST.get(name, name), "help": f"{help_for(name)} (env {env_name(name)})"}
+    if f.type == "int":
+        kw["type"] = int
+    elif f.type == "Path":
+        kw["type"] = Path
+    if f.metadata["choices"]:
+        kw["choices"] = f.metadata["choices"]
+    parser.add_argument(flag, **kw)
+
+
 def _settings(args):
     from .config import Settings
 
-    return Settings.from_env(
-        corpus_dir=getattr(args, "corpus", None), index_dir=getattr(args, "index_dir", None),
-        embedder=getattr(args, "embedder", None), generator=getattr(args, "generator", None),
-        backend=getattr(args, "backend", None), top_k=getattr(args, "k", None),
-        threads=getattr(args, "threads", None), vector_index=getattr(args, "vector_index", None),
-        store=getattr(args, "store", None), milvus_uri=getattr(args, "milvus_uri", None),
-        nprobe=getattr(args, "nprobe", None), ef_search=getattr(args, "ef_search", None),
-        answer_style=getattr(args, "answer_style", None))
+    given = {name: getattr(args, DEST.get(name, name), None)
+             for name in (*COMMON_FLAGS.values(), "top_k", "vector_index")}
+    return Settings.from_env(**given)
 
 
 def _assistant(args):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from .assistant import Assistant
 
-    return Assistant(_settings(args), progress=_progress, warn=_warn)
+    return args.assistant or Assistant.from_settings(_settings(args), progress=_progress, warn=_warn)
 
 
 def _snippet(text: str, n: int = SNIPPET) -> str:
@@ -241,20 +257,8 @@ def cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--corpus", type=Path, help="corpus directory (default: ./corpus, env RAG_CORPUS_DIR)")
-    common.add_argument("--index-dir", type=Path, help="index directory (default: ./index, env RAG_INDEX_DIR)")
-    common.add_argument("--embedder", help="embedder: packaged:<name>, a local folder or a HF id")
-    common.add_argument("--generator", help="LLM: packaged:<name>, a .gguf file, a local folder or a HF id")
-    common.add_argument("--backend", choices=["auto", "llama.cpp", "transformers"], help="generation backend")
-    common.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    common.add_argument("--store", choices=["faiss", "milvus"], help="where vectors live when indexing "
-                        "(default faiss; milvus: Milvus Lite per generation, or --milvus-uri)")
-    common.add_argument("--milvus-uri", help="Milvus server (http://host:19530) or Milvus Lite .db path")
-    common.add_argument("--nprobe", type=int, help="IVF lists scanned per query (saved at index time)")
-    common.add_argument("--ef-search", type=int, help="HNSW search breadth (saved at index time)")
-    common.add_argument("--answer-style", choices=["evidence", "passages"],
-                        help="evidence (default): the model reads the selected evidence sentences, continues a quote "
-                             "of the best one, and every sentence is checked; passages: the old five-passage prompt")
+    for flag, name in COMMON_FLAGS.items():
+        _add_setting(common, flag, name)
 
     p = argparse.ArgumentParser(prog="rag", description="Offline, Chinese-first RAG assistant over deep-learning interview notes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -262,8 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", parents=[common], help="build or update the index (incremental by content hash)")
     s.add_argument("paths", nargs="*", help="files or directories (default: the corpus directory)")
     s.add_argument("--rebuild", action="store_true", help="re-embed everything")
-    s.add_argument("--vector-index", choices=["auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq", "opq-ivf-pq"],
-                   help="vector index (default auto: exact flat below 100k chunks, ANN above)")
+    _add_setting(s, "--vector-index", "vector_index")
     s.add_argument("--allow-outside", action="store_true",
                    help="index PATHS outside the current directory and the corpus directory")
     s.set_defaults(func=cmd_index)
@@ -272,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("ask", cmd_ask, "answer a question with cited passages")]:
         s = sub.add_parser(name, parents=[common], help=helptext)
         s.add_argument("query", nargs="*", help="the question")
-        s.add_argument("-k", type=int, help="number of passages (default 5)")
+        _add_setting(s, "-k", "top_k")
         s.add_argument("--json", action="store_true", help="machine-readable output")
         s.add_argument("--file", help="one question per line; JSON Lines out")
         if name == "search":
@@ -289,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="only the first N items (quick check)")
     s.add_argument("--every", type=int, help="answers --set: every N-th item (a spread subset)")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
-    s.add_argument("-k", type=int, help="passages per question")
+    _add_setting(s, "-k", "top_k")
     s.add_argument("--no-cache", action="store_true", help="re-score every MCQ option (ignore cached LLM scores)")
     s.add_argument("--feedback-db", type=Path, help="feedback database (default: feedback.sqlite3 next to the "
                    "index directory, env RAG_FEEDBACK_DB)")
@@ -326,11 +329,14 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, assistant=None) -> int:
+    """`assistant`: a ready Assistant to run the command with (tests, embedding); by default one is composed
+    from the flags and RAG_* settings."""
     import signal
     import threading
 
     args = build_parser().parse_args(argv)
+    args.assistant = assistant
     # SIGTERM (kill, systemd, docker stop) stops like Ctrl-C: the half-written generation is removed
     # and the lock released at once, instead of leaving both for the next run to clean up.
     previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None

@@ -176,7 +176,11 @@ def static_embedder_dir(name: str, cache_dir: Path, progress=None) -> Path:
 
 
 def load_embedder(spec: str, cache_dir: Path, progress=None) -> Embedder:
-    """'packaged:<name>' (built or shipped locally), a local folder, or a Hugging Face id."""
+    """'packaged:<name>' (built or shipped locally), a local folder, a Hugging Face id, or 'fake' (rag.fakes)."""
+    from . import fakes
+
+    if fakes.is_fake(spec):
+        return fakes.fake_embedder(spec)
     if spec.startswith(STATIC_PREFIX):
         name = spec[len(STATIC_PREFIX):]
         if name in STATIC_BUILDS:

@@ -101,3 +101,9 @@ class FeedbackError(RagError):
     def __init__(self, message: str, not_found: bool = False):
         super().__init__(message)
         self.not_found = not_found
+
+
+class SettingsError(RagError):
+    """A setting (flag, RAG_* variable, or model spec) has a value it cannot take."""
+
+    exit_code = 2

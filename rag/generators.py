@@ -63,7 +63,11 @@ def resolve_model(spec: str, cache_dir: Path, progress=None) -> Path | str:
 
 def load_generator(spec: str, cache_dir: Path, backend: str = "auto", threads: int = 0, progress=None,
                    **options) -> Generator:
-    """`options` go to the backend's constructor (e.g. speculative= for llama.cpp)."""
+    """`options` go to the backend's constructor (e.g. speculative= for llama.cpp); 'fake' picks rag.fakes."""
+    from . import fakes
+
+    if fakes.is_fake(spec):
+        return fakes.fake_generator(spec)
     target = resolve_model(spec, cache_dir, progress)
     is_gguf = isinstance(target, Path) and target.suffix == ".gguf"
     if backend == "auto":

@@ -940,7 +940,7 @@ def build_app(backend: Backend, api: bool = False):
 
 def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int | None = None, api: bool = False,
            embedder=None, generator=None, warm_up: bool = True, block: bool = True, inbrowser: bool = False,
-           quiet: bool = False):
+           quiet: bool = False, queue_size: int = QUEUE_SIZE):
     """Start the UI. With block=False returns the running gr.Blocks (call .close() to stop it)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -957,7 +957,7 @@ def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int 
     demo = build_app(backend, api=api)
     # One LLM job at a time (default limit 1), a bounded queue whose users see their position, and no
     # direct REST calls that skip the queue.
-    demo.queue(max_size=QUEUE_SIZE, api_open=False, default_concurrency_limit=1)
+    demo.queue(max_size=queue_size, api_open=False, default_concurrency_limit=1)
     private = [str(Path(p).resolve()) for p in (settings.corpus_dir, settings.index_dir, settings.cache_dir)]
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone who can reach this address can ask, upload and delete documents", host)

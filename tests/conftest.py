@@ -1,13 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from fakes import FakeEmbedder, FakeGenerator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,11 +46,13 @@ def settings(tmp_path, corpus):
     from rag.config import Settings
 
     return Settings(corpus_dir=corpus, index_dir=tmp_path / "index", cache_dir=tmp_path / "cache",
-                    embedder="fake-embedder", generator="fake-generator")
+                    embedder="fake", generator="fake")
 
 
 @pytest.fixture
 def assistant(settings):
     from rag.assistant import Assistant
 
-    return Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator())
+    a = Assistant.from_settings(settings)  # "fake" specs: rag.fakes
+    a.embedder, a.generator  # loaded now: tests read what the fakes recorded
+    return a

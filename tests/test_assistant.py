@@ -1,6 +1,6 @@
 import pytest
 
-from fakes import FakeEmbedder, FakeGenerator
+from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.assistant import Assistant
 from rag.errors import QueryError
 from rag.retriever import clean_query

@@ -16,7 +16,7 @@ import pytest
 
 import pdfs
 from conftest import SAMPLE_MD
-from fakes import FakeEmbedder, FakeGenerator
+from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.errors import CorpusError, LoaderError, QueryError
 from rag.index import CURRENT, build_index, load_index, read_manifest, scan_sources
 from rag.loaders import MAX_FILE_BYTES, decode_text, load_file
@@ -275,8 +275,7 @@ def test_19_upload_names_are_basename_only_or_refused(name):
 def _cli(monkeypatch, capsys, assistant, *argv):
     from rag import cli
 
-    monkeypatch.setattr(cli, "_assistant", lambda args: assistant)
-    code = cli.main(list(argv))
+    code = cli.main(list(argv), assistant=assistant)
     return code, capsys.readouterr()
 
 

@@ -117,7 +117,7 @@ def test_ann_suite_is_delegated(settings, tmp_path, monkeypatch):
 
 def test_retrieval_suite_runs_on_fakes_and_keeps_other_sections(settings, tmp_path, monkeypatch):
     """End to end through main() with the fake embedder: writes bench_quick.md/json, keeps old sections."""
-    from fakes import FakeEmbedder
+    from rag.fakes import FakeEmbedder
 
     import rag.embedders
 

@@ -12,8 +12,7 @@ def test_help_does_not_import_heavy_libraries():
 
 
 def run(monkeypatch, capsys, assistant, *argv):
-    monkeypatch.setattr(cli, "_assistant", lambda args: assistant)
-    code = cli.main(list(argv))
+    code = cli.main(list(argv), assistant=assistant)
     out, err = capsys.readouterr()
     return code, out, err
 

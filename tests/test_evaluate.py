@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT
-from fakes import FakeEmbedder, FakeGenerator
+from rag.fakes import FakeEmbedder, FakeGenerator
 from rag import evaluate as ev
 
 # ---------------------------------------------------------------- decision rule and accuracy

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from fakes import FakeEmbedder, FakeGenerator
+from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.abstain import Calibration, fit, load_calibration
 from rag.assistant import Assistant
 from rag.chunking import Chunk
@@ -146,7 +146,7 @@ def test_calibration_fit_cross_validates_and_is_tied_to_its_model(tmp_path):
 def test_calibrated_judge_declines_and_keeps_the_closest_passages(settings, monkeypatch, tmp_path):
     path = tmp_path / "abstain.json"
     # A calibration that trusts only the judge: the fake scorer's "能" is unlikely for this question.
-    Calibration("fake-generator", [0, 0, 0, 5.0], 0.0, [0, 0, 0, 0], [1, 1, 1, 1], 0.5, {}).save(path)
+    Calibration("fake", [0, 0, 0, 5.0], 0.0, [0, 0, 0, 0], [1, 1, 1, 1], 0.5, {}).save(path)
     monkeypatch.setattr("rag.assistant.load_calibration", lambda model: load_calibration(model, path))
     gen = FakeGenerator()
     gen.score = lambda messages, prefix, conts: [(-5.0, 1), (-0.1, 1)]

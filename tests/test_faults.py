@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from fakes import FakeEmbedder, FakeGenerator
+from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.errors import DiskFull, EmbedderMismatch, GenerationError, IndexCorrupt, IndexLocked, ModelNotInstalled, RagError
 from rag.index import CURRENT, build_index, current_generation, load_index, scan_sources
 
@@ -84,7 +84,7 @@ def test_F2_kill_at_each_write_step_serves_a_complete_generation(built, step, sw
     p.communicate(timeout=120)
     assert p.returncode == -signal.SIGKILL
     assert (live(index_dir) != before) == swapped
-    idx = load_index(index_dir, "fake-embedder")  # verifies manifest, checksums and counts
+    idx = load_index(index_dir, "fake")  # verifies manifest, checksums and counts
     assert any("感受野" in c.text for c in idx.chunks) == swapped
     report = build(corpus, index_dir)  # the next run succeeds and cleans up
     assert report.up_to_date == swapped and "new.md" in load_index(index_dir).manifest["files"]
@@ -102,7 +102,7 @@ def test_F3_disk_full_in_a_child_with_rlimit_fsize(built):
     assert res.returncode == DiskFull.exit_code, res.stderr[-500:]
     assert "disk full" in res.stderr and "Traceback" not in res.stderr
     assert live(index_dir) == before and entries(index_dir) == listing  # old index untouched, temps removed
-    assert load_index(index_dir, "fake-embedder")
+    assert load_index(index_dir, "fake")
     assert build(corpus, index_dir).added == ["new.md"]
 
 
@@ -174,7 +174,7 @@ def test_F4_F5_damaged_artifact_is_refused_by_checksum_with_a_clear_message(buil
     corpus, index_dir = built
     _damage(current_generation(index_dir) / target, how)
     with pytest.raises(IndexCorrupt, match=rf"{target} fails its checksum .*rag index --rebuild"):
-        load_index(index_dir, "fake-embedder")
+        load_index(index_dir, "fake")
 
 
 def test_F4_cli_reports_corruption_in_one_line_and_the_next_index_run_repairs_it(built, settings, monkeypatch, capsys):
@@ -184,14 +184,14 @@ def test_F4_cli_reports_corruption_in_one_line_and_the_next_index_run_repairs_it
     corpus, index_dir = built
     _damage(current_generation(index_dir) / "vectors.faiss", "truncate-1")
     s = replace(settings, **{"index_dir": index_dir})
-    monkeypatch.setattr(cli, "_assistant", lambda args: Assistant(s, embedder=FakeEmbedder(), generator=FakeGenerator(),
-                                                                  warn=cli._warn))
-    assert cli.main(["search", "感受野"]) == IndexCorrupt.exit_code
+    monkeypatch.setenv("RAG_INDEX_DIR", str(index_dir))
+    flags = ["--corpus", str(s.corpus_dir), "--embedder", "fake", "--generator", "fake"]
+    assert cli.main(["search", "感受野", *flags]) == IndexCorrupt.exit_code
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "vectors.faiss fails its checksum" in err and len(err.splitlines()) == 1
-    assert cli.main(["index"]) == 0  # rebuilds from scratch (warned), no crash loop
+    assert cli.main(["index", *flags]) == 0  # rebuilds from scratch (warned), no crash loop
     assert "rebuilding from scratch" in capsys.readouterr().err
-    assert cli.main(["search", "感受野", "--json"]) == 0
+    assert cli.main(["search", "感受野", "--json", *flags]) == 0
 
 
 def test_F5_chunk_store_and_vectors_from_different_builds_are_never_served_together(built):
@@ -228,7 +228,7 @@ def test_F6_bad_manifest_or_current_names_the_file_and_a_rebuild_recovers(built,
     with pytest.raises(IndexCorrupt) as e:
         load_index(index_dir)
     assert ("manifest.json" if damage.startswith("manifest") else CURRENT) in str(e.value)
-    assert build(corpus, index_dir).chunks and load_index(index_dir, "fake-embedder")
+    assert build(corpus, index_dir).chunks and load_index(index_dir, "fake")
 
 
 # ---------------------------------------------------------------- F7-F10: models
@@ -250,8 +250,8 @@ def test_F8_embedder_mismatch_refuses_queries(built, settings, case, monkeypatch
 
     corpus, index_dir = built
     configured, emb = {"other-name-same-dim": ("other-embedder", FakeEmbedder(model_id="other-embedder")),
-                       "other-dim": ("fake-embedder", FakeEmbedder(dim=32)),
-                       "same-name-other-build": ("fake-embedder", FakeEmbedder())}[case]
+                       "other-dim": ("fake", FakeEmbedder(dim=32)),
+                       "same-name-other-build": ("fake", FakeEmbedder())}[case]
     if case == "same-name-other-build":
         emb.fingerprint = "another-build"
         m = load_index(index_dir).manifest  # the live index records the build it was made with
@@ -265,8 +265,7 @@ def test_F8_embedder_mismatch_refuses_queries(built, settings, case, monkeypatch
     a = Assistant(s, embedder=emb, generator=FakeGenerator())
     with pytest.raises(EmbedderMismatch, match="rebuild"):
         a.search("感受野")
-    monkeypatch.setattr(cli, "_assistant", lambda args: a)
-    assert cli.main(["ask", "感受野是什么"]) == EmbedderMismatch.exit_code
+    assert cli.main(["ask", "感受野是什么"], assistant=a) == EmbedderMismatch.exit_code
     assert "rag index --rebuild" in capsys.readouterr().err
 
 
@@ -308,8 +307,7 @@ def test_F10_llm_failing_mid_stream_is_a_typed_error_and_the_next_question_works
     a = Assistant(settings, embedder=FakeEmbedder(), generator=gen)
     with pytest.raises(GenerationError, match="llama_decode returned -3"):
         a.answer("测试的时候要用 Dropout 吗?")
-    monkeypatch.setattr(cli, "_assistant", lambda args: a)
-    assert cli.main(["ask", "测试的时候要用 Dropout 吗?"]) == GenerationError.exit_code
+    assert cli.main(["ask", "测试的时候要用 Dropout 吗?"], assistant=a) == GenerationError.exit_code
     assert "error: the language model failed" in capsys.readouterr().err
     gen.broken = False
     assert a.answer("测试的时候要用 Dropout 吗?").sources
@@ -391,7 +389,7 @@ def test_F13_read_only_index_dir_is_a_clear_error_and_nothing_is_written(built):
     assert f"cannot write {index_dir}" in res.stderr and "Traceback" not in res.stderr
     assert ("Read-only file system" in res.stderr) or ("Permission denied" in res.stderr)
     assert {p.name: p.stat().st_mtime_ns for p in index_dir.iterdir()} == listing
-    assert load_index(index_dir, "fake-embedder")  # reading a read-only index still works
+    assert load_index(index_dir, "fake")  # reading a read-only index still works
 
 
 def test_F14_a_rebuild_never_touches_the_live_generation_in_place(built):

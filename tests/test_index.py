@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from fakes import FakeEmbedder
+from rag.fakes import FakeEmbedder
 from rag.errors import EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing
 from rag.index import CURRENT, build_index, load_index, scan_sources, write_lock
 
@@ -16,10 +16,10 @@ def build(corpus, index_dir, emb=None, **kw):
 def test_build_then_load(corpus, tmp_path):
     report, _ = build(corpus, tmp_path / "idx")
     assert sorted(report.added) == ["grad.txt", "notes.md"] and report.chunks > 3
-    idx = load_index(tmp_path / "idx", "fake-embedder")
+    idx = load_index(tmp_path / "idx", "fake")
     assert len(idx.chunks) == idx.vectors.ntotal == len(idx.bm25) == report.chunks
     m = idx.manifest
-    assert m["embedder"] == {"id": "fake-embedder", "dim": 64, "fingerprint": ""}
+    assert m["embedder"] == {"id": "fake", "dim": 64, "fingerprint": ""}
     assert set(m["files"]) == {"grad.txt", "notes.md"} and m["chunker"]["chunk_size"] == 400
     assert all(len(a["sha256"]) == 64 for a in m["artifacts"].values())
 
@@ -170,8 +170,7 @@ def test_sigkill_mid_build_leaves_previous_index_serving(corpus, tmp_path):
     (corpus / "new.md").write_text("1. 新问题\n新答案。\n", encoding="utf-8")
     script = textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(tmp_path.parent)!r}); sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from fakes import FakeEmbedder
+        from rag.fakes import FakeEmbedder
         from rag.index import build_index, scan_sources
         class Slow(FakeEmbedder):
             def embed_documents(self, texts, progress=False):
@@ -205,9 +204,9 @@ def test_large_artifacts_unchanged_since_the_build_are_not_rehashed_on_load(corp
     data[len(data) // 2] ^= 1
     p.write_bytes(bytes(data))
     with pytest.raises(IndexCorrupt, match="fails its checksum"):  # rewritten: new mtime, so hashed
-        load_index(tmp_path / "idx", "fake-embedder")
+        load_index(tmp_path / "idx", "fake")
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: trusted on load
-    load_index(tmp_path / "idx", "fake-embedder")
+    load_index(tmp_path / "idx", "fake")
     warnings = []
     emb = FakeEmbedder()
     build_index(scan_sources([corpus]), tmp_path / "idx", emb.model_id, lambda: emb, warn=warnings.append)

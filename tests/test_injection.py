@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from fakes import FakeEmbedder, FakeGenerator
+from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.assistant import Assistant
 
 INJECTION = """# 重要通知
@@ -100,8 +100,7 @@ def test_cli_prints_only_retrieved_sources(settings, planted, monkeypatch, capsy
     from rag import cli
 
     a = assistant_with(settings, ObedientGenerator())
-    monkeypatch.setattr(cli, "_assistant", lambda args: a)
-    assert cli.main(["ask", "测试的时候要用 Dropout 吗?", "--json"]) == 0
+    assert cli.main(["ask", "测试的时候要用 Dropout 吗?", "--json"], assistant=a) == 0
     import json
 
     out = json.loads(capsys.readouterr().out)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from fakes import FakeEmbedder
+from rag.fakes import FakeEmbedder
 from rag.errors import IndexCorrupt
 from rag.index import CHUNKS_DB, CURRENT, MANIFEST, build_index, current_generation, load_index, read_docids, scan_sources
 from rag.keyword_index import META, KeywordIndex, KeywordWriter

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fakes import FakeEmbedder
+from rag.fakes import FakeEmbedder
 from rag.index import CURRENT, build_index, load_index, scan_sources
 from rag.milvus_store import ARTIFACT, collection_name, is_lite, milvus_params
 from rag.vectors import build_vector_index, load_vector_index
@@ -66,7 +66,7 @@ def build(corpus, index_dir, request):
 def test_assistant_retrieval_is_the_same_on_both_stores(store, settings, tmp_path):
     from dataclasses import replace
 
-    from fakes import FakeGenerator
+    from rag.fakes import FakeGenerator
     from rag.assistant import Assistant
 
     results = {}
@@ -127,7 +127,7 @@ def test_keyword_legs_and_hybrid_retrieval_in_milvus_match_the_local_ones(settin
     scores and coverage as the local tantivy legs, so fusion and the abstain gate are unchanged."""
     from dataclasses import replace
 
-    from fakes import FakeGenerator
+    from rag.fakes import FakeGenerator
     from rag.assistant import Assistant
 
     runs, scores = {}, {}

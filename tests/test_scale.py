@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fakes import FakeEmbedder
+from rag.fakes import FakeEmbedder
 from rag.chunking import chunk_document
 from rag.index import build_index, load_index, scan_sources
 from rag.loaders import load_file

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import SAMPLE_MD, SAMPLE_TXT
-from fakes import FakeEmbedder, ScriptedGenerator
+from rag.fakes import FakeEmbedder, ScriptedGenerator
 
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
@@ -37,7 +37,7 @@ def _start(tmp, generator, **kw):
     (corpus / "notes.md").write_text(SAMPLE_MD, encoding="utf-8")
     (corpus / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
     settings = Settings(corpus_dir=corpus, index_dir=tmp / "index", cache_dir=tmp / "cache",
-                        embedder="fake-embedder", generator="fake-generator")
+                        embedder="fake", generator="fake")
     Assistant(settings, embedder=FakeEmbedder(), generator=generator).build()
     running = serve(settings, port=_free_port(), embedder=FakeEmbedder(), generator=generator, block=False,
                     quiet=True, feedback_db=tmp / "feedback.sqlite3", **kw)
@@ -79,7 +79,7 @@ def _http(running, **kw):
 
 def test_openai_client_gets_a_cited_answer_with_sources(server):
     running, _ = server
-    r = _client(running).chat.completions.create(model="fake-generator", messages=[{"role": "user", "content": DROPOUT}])
+    r = _client(running).chat.completions.create(model="fake", messages=[{"role": "user", "content": DROPOUT}])
     text = r.choices[0].message.content
     assert "[1]" in text and r.choices[0].finish_reason == "stop" and r.id.startswith("chatcmpl-")
     extra = r.model_extra
@@ -95,7 +95,7 @@ def test_openai_client_gets_a_cited_answer_with_sources(server):
 def test_openai_client_streams_the_answer(server):
     running, _ = server
     chunks = list(_client(running).chat.completions.create(
-        model="fake-generator", messages=[{"role": "user", "content": DROPOUT}], stream=True))
+        model="fake", messages=[{"role": "user", "content": DROPOUT}], stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     # The answer streams a checked sentence at a time (the quote of the evidence, then each sentence the
     # contradiction check accepts), so a short answer is a few chunks, not one per token.
@@ -110,7 +110,7 @@ def test_follow_up_is_rewritten_from_the_conversation(server):
     running, gen = server
     messages = [{"role": "system", "content": "ignored"}, {"role": "user", "content": "学习率太大会怎样?"},
                 {"role": "assistant", "content": "学习率过大时损失会震荡 [1]。"}, {"role": "user", "content": "那太小呢?"}]
-    r = _client(running).chat.completions.create(model="fake-generator", messages=messages)
+    r = _client(running).chat.completions.create(model="fake", messages=messages)
     rewrite_prompt = gen.prompts[-2][-1]["content"]
     assert "学习率太大会怎样?" in rewrite_prompt and "那太小呢?" in rewrite_prompt
     assert r.model_extra["query"] == "学习率过小会怎样?" and "[1]" in r.choices[0].message.content
@@ -120,7 +120,7 @@ def test_follow_up_is_rewritten_from_the_conversation(server):
 def test_declined_question_is_a_normal_completion_with_closest_passages(server, stream):
     running, _ = server
     q = [{"role": "user", "content": "量子色动力学中的渐近自由是什么"}]
-    c = _client(running).chat.completions.create(model="fake-generator", messages=q, stream=stream)
+    c = _client(running).chat.completions.create(model="fake", messages=q, stream=stream)
     if stream:
         chunks = list(c)
         text, extra = "".join(x.choices[0].delta.content or "" for x in chunks), chunks[-1].model_extra
@@ -133,7 +133,7 @@ def test_declined_question_is_a_normal_completion_with_closest_passages(server, 
 def test_models_lists_the_installed_generators(server):
     running, _ = server
     ids = [m.id for m in _client(running).models.list()]
-    assert ids[0] == "fake-generator" and all(i.startswith("packaged:") for i in ids[1:])
+    assert ids[0] == "fake" and all(i.startswith("packaged:") for i in ids[1:])
     with pytest.raises(openai.NotFoundError):
         _client(running).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": DROPOUT}])
 
@@ -205,7 +205,7 @@ def test_feedback_is_stored_and_becomes_a_draft_eval_item(server, tmp_path):
     from rag.feedback import FeedbackStore, export
 
     running, _ = server
-    r = _client(running).chat.completions.create(model="fake-generator", messages=[{"role": "user", "content": DROPOUT}])
+    r = _client(running).chat.completions.create(model="fake", messages=[{"role": "user", "content": DROPOUT}])
     with _http(running) as h:
         ok = h.post("/v1/feedback", json={"id": r.id, "rating": "down", "correction": "测试时不用 Dropout。"})
         assert ok.status_code == 200 and ok.json()["rating"] == "down"
@@ -214,7 +214,7 @@ def test_feedback_is_stored_and_becomes_a_draft_eval_item(server, tmp_path):
     db = running.service.feedback.path
     rows = FeedbackStore(db).rows(rating=-1)  # a second connection: the rating is on disk
     row = next(x for x in rows if x["id"] == r.id)
-    assert row["question"] == DROPOUT and row["model"] == "fake-generator" and row["generation"]
+    assert row["question"] == DROPOUT and row["model"] == "fake" and row["generation"]
     assert json.loads(row["retrieved"]) and row["correction"] == "测试时不用 Dropout。"
     out = tmp_path / "feedback.jsonl"
     new, total = export(FeedbackStore(db), out)
@@ -294,7 +294,7 @@ def test_bearer_token_is_required_when_configured(tmp_path):
         with pytest.raises(openai.AuthenticationError):
             _client(running, api_key="wrong").models.list()
         r = _client(running, api_key="s3cret-key").chat.completions.create(
-            model="fake-generator", messages=[{"role": "user", "content": DROPOUT}])
+            model="fake", messages=[{"role": "user", "content": DROPOUT}])
         assert "[1]" in r.choices[0].message.content
     finally:
         running.close()
@@ -308,7 +308,7 @@ def test_stalled_generation_frees_the_slot_within_its_budget(tight):
     client = _client(running, timeout=30)
     t0 = time.monotonic()
     with pytest.raises(openai.APIStatusError) as e:
-        client.chat.completions.create(model="fake-generator", messages=[{"role": "user", "content": DROPOUT + " stallnow"}])
+        client.chat.completions.create(model="fake", messages=[{"role": "user", "content": DROPOUT + " stallnow"}])
     assert e.value.status_code == 504 and "nothing for 1 s" in str(e.value)
     assert time.monotonic() - t0 < gate.stall + gate.grace + 2
     deadline = time.monotonic() + gate.grace + 1
@@ -317,9 +317,9 @@ def test_stalled_generation_frees_the_slot_within_its_budget(tight):
     assert not gate.busy and gate.stats["abandoned"] >= 1  # the wedged thread was left behind, the slot freed
     # streaming: the error arrives as an SSE error event the client raises
     with pytest.raises(openai.APIError, match="nothing for"):
-        list(client.chat.completions.create(model="fake-generator", stream=True,
+        list(client.chat.completions.create(model="fake", stream=True,
                                             messages=[{"role": "user", "content": DROPOUT + " stallnow"}]))
-    r = client.chat.completions.create(model="fake-generator", messages=[{"role": "user", "content": DROPOUT}])
+    r = client.chat.completions.create(model="fake", messages=[{"role": "user", "content": DROPOUT}])
     assert "[1]" in r.choices[0].message.content  # the next question is answered normally
 
 
@@ -328,7 +328,7 @@ def test_answer_over_its_time_budget_is_stopped(tight):
     t0 = time.monotonic()
     with pytest.raises(openai.APIStatusError, match="time budget") as e:
         _client(running, timeout=30).chat.completions.create(
-            model="fake-generator", messages=[{"role": "user", "content": DROPOUT + " slownow"}])
+            model="fake", messages=[{"role": "user", "content": DROPOUT + " slownow"}])
     assert e.value.status_code == 504 and time.monotonic() - t0 < running.service.gate.budget + 2
     time.sleep(0.5)
     assert not running.service.gate.busy  # slownow yields, so it stopped at its next piece
@@ -412,9 +412,9 @@ def test_hundred_concurrent_clients_get_answers_or_429(server):
     def one(i):
         try:
             if i % 2:
-                chunks = list(client.chat.completions.create(model="fake-generator", messages=q, stream=True))
+                chunks = list(client.chat.completions.create(model="fake", messages=q, stream=True))
                 return "ok" if "[1]" in "".join(c.choices[0].delta.content or "" for c in chunks) else "bad"
-            r = client.chat.completions.create(model="fake-generator", messages=q)
+            r = client.chat.completions.create(model="fake", messages=q)
             return "ok" if "[1]" in r.choices[0].message.content else "bad"
         except openai.RateLimitError as e:
             return "429" if int(e.response.headers["Retry-After"]) >= 1 else "429-no-retry-after"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_MD, SAMPLE_TXT
-from fakes import FakeEmbedder, FakeGenerator
+from rag.fakes import FakeEmbedder, FakeGenerator
 
 EVIL_MD = """# 注入测试
 
@@ -174,16 +174,16 @@ def test_model_choice_is_limited_to_installed_generators(settings):
 
     backend = Backend(settings, embedder=FakeEmbedder(), generator=FakeGenerator())
     specs = [spec for _, spec in installed_generators(settings.generator)]
-    assert specs[0] == "fake-generator" and all(s.startswith("packaged:") for s in specs[1:])
+    assert specs[0] == "fake" and all(s.startswith("packaged:") for s in specs[1:])
     for bad in ["/etc/passwd", "packaged:all-minilm-l6-v2", "Qwen/Qwen2.5-1.5B-Instruct"]:
         with pytest.raises(ModelNotInstalled):
             backend.switch_model(bad)
-    assert backend.model == "fake-generator"
+    assert backend.model == "fake"
     if len(specs) > 1:  # no model is loaded here: switching only swaps the (lazy) assistant
         backend.switch_model(specs[1])
         assert backend.model == specs[1] and not backend.is_ready()
-        backend.switch_model("fake-generator")
-        assert backend.is_ready() and backend.assistant.generator.model_id == "fake-generator"
+        backend.switch_model("fake")
+        assert backend.is_ready() and backend.assistant.generator.model_id == "fake"
 
 
 # ---------------------------------------------------------------- the launched app (gradio_client)
@@ -203,7 +203,7 @@ def _launch(tmp: Path, api: bool, generator=None):
     (corpus / "notes.md").write_text(SAMPLE_MD, encoding="utf-8")
     (corpus / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
     settings = Settings(corpus_dir=corpus, index_dir=tmp / "index", cache_dir=tmp / "cache",
-                        embedder="fake-embedder", generator="fake-generator")
+                        embedder="fake", generator="fake")
     return launch(settings, port=_free_port(), api=api, embedder=FakeEmbedder(),
                   generator=generator or FakeGenerator(), block=False, quiet=True), settings
 

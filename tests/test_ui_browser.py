@@ -16,7 +16,7 @@ import time
 
 import pytest
 from conftest import ROOT, SAMPLE_MD, SAMPLE_TXT
-from fakes import FakeEmbedder, FakeGenerator
+from rag.fakes import FakeEmbedder, FakeGenerator
 from test_ui import EVIL_MD
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -61,7 +61,7 @@ def app_url(tmp_path_factory):
         (corpus / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
         (corpus / "evil.md").write_text(EVIL_MD, encoding="utf-8")
         settings = Settings(corpus_dir=corpus, index_dir=tmp / "index", cache_dir=tmp / "cache",
-                            embedder="fake-embedder", generator="fake-generator")
+                            embedder="fake", generator="fake")
         demo = launch(settings, port=_free_port(), embedder=FakeEmbedder(), generator=FakeGenerator(),
                       block=False, quiet=True)
     yield demo.local_url

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import SAMPLE_MD, SAMPLE_TXT
-from fakes import FakeEmbedder, FakeGenerator
+from rag.fakes import FakeEmbedder, FakeGenerator
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("gradio")
@@ -36,7 +36,7 @@ def app(tmp_path_factory):
     (corpus / "notes.md").write_text(SAMPLE_MD, encoding="utf-8")
     (corpus / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
     settings = Settings(corpus_dir=corpus, index_dir=tmp / "index", cache_dir=tmp / "cache",
-                        embedder="fake-embedder", generator="fake-generator")
+                        embedder="fake", generator="fake")
     Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator()).build()
     (tmp / "cache").mkdir()
     (tmp / "cache" / "model.gguf").write_bytes(b"GGUF weights")

@@ -1,4 +1,11 @@
-"""Small deterministic stand-ins for the real models (fast unit tests only)."""
+"""Deterministic stand-ins for the real models, chosen by spec string like any model.
+
+`--embedder fake` / `RAG_EMBEDDER=fake`: hashed character bigrams (similar strings, similar vectors).
+`--generator fake`: answers by restating the quoted or first passage sentence, cited.
+`--generator fake:reply=<text>`: always answers <text>.
+`--generator fake:delay=0.05,rewrite=<text>`: the paced, misbehaving-on-cue ScriptedGenerator (server tests, soak).
+They need no model package, so `RAG_EMBEDDER=fake RAG_GENERATOR=fake rag ask …` runs anywhere in seconds.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import numpy as np
 class FakeEmbedder:
     """Hashed character-bigram vectors: similar strings get similar vectors, no model needed."""
 
-    def __init__(self, dim: int = 64, model_id: str = "fake-embedder"):
+    def __init__(self, dim: int = 64, model_id: str = "fake"):
         self.dim = dim
         self.model_id = model_id
         self.calls = 0
@@ -39,7 +46,7 @@ class FakeEmbedder:
 class FakeGenerator:
     """Answers with the first sentence of passage [1], cited, streamed in small pieces."""
 
-    model_id = "fake-generator"
+    model_id = "fake"
     backend = "fake"
 
     def __init__(self, reply: str | None = None):
@@ -116,3 +123,64 @@ class ScriptedGenerator(FakeGenerator):
                 time.sleep(self.delay)
             self.produced += 1
             yield piece
+
+
+# ---------------------------------------------------------------- spec strings
+
+PREFIX = "fake"
+
+
+def is_fake(spec: str) -> bool:
+    return spec == PREFIX or spec.startswith(PREFIX + ":")
+
+
+def _options(spec: str) -> dict[str, str]:
+    """'fake:a=1,b=2' -> {'a': '1', 'b': '2'}; 'reply=' takes the rest of the spec (it may hold commas)."""
+    from .errors import SettingsError
+
+    rest = spec[len(PREFIX) + 1:] if spec.startswith(PREFIX + ":") else ""
+    out: dict[str, str] = {}
+    while rest:
+        if rest.startswith("reply="):
+            out["reply"] = rest[len("reply="):]
+            break
+        item, _, rest = rest.partition(",")
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SettingsError(f"fake model spec '{spec}': expected key=value, got '{item}'")
+        out[key.strip()] = value
+    return out
+
+
+def fake_embedder(spec: str = PREFIX) -> FakeEmbedder:
+    from .errors import SettingsError
+
+    opts = _options(spec)
+    unknown = set(opts) - {"dim"}
+    if unknown:
+        raise SettingsError(f"fake embedder spec '{spec}': unknown option(s) {', '.join(sorted(unknown))} (dim)")
+    try:
+        dim = int(opts.get("dim", 64))
+    except ValueError:
+        raise SettingsError(f"fake embedder spec '{spec}': dim must be a whole number") from None
+    return FakeEmbedder(dim=dim, model_id=spec)
+
+
+def fake_generator(spec: str = PREFIX) -> FakeGenerator:
+    from .errors import SettingsError
+
+    opts = _options(spec)
+    unknown = set(opts) - {"reply", "delay", "rewrite"}
+    if unknown:
+        raise SettingsError(f"fake generator spec '{spec}': unknown option(s) {', '.join(sorted(unknown))} "
+                            "(reply, delay, rewrite)")
+    if "delay" in opts or "rewrite" in opts:
+        try:
+            delay = float(opts.get("delay", 0))
+        except ValueError:
+            raise SettingsError(f"fake generator spec '{spec}': delay must be a number of seconds") from None
+        gen = ScriptedGenerator(delay=delay, rewrite=opts.get("rewrite"))
+    else:
+        gen = FakeGenerator(opts.get("reply"))
+    gen.model_id = spec
+    return gen
