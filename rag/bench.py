@@ -25,6 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .cpu import OtherLoad
 from .errors import RagError
 
 SUITES = ("all", "generation", "retrieval", "tuning", "ann", "answer", "scale")
@@ -95,7 +96,7 @@ def _load(path: Path) -> dict:
 # ---------------------------------------------------------------- machine
 
 def machine_info(quick: bool) -> dict:
-    from .generators import physical_cores
+    from .cpu import physical_cores
 
     cpu = "?"
     try:
@@ -159,25 +160,6 @@ def gguf_bytes_per_token(path: Path, context: int) -> dict:
                                     field(".attention.head_count"), field(".embedding_length"))
     kv = layers * 2 * kv_heads * (dim // max(heads, 1)) * 2 * context
     return {"weights_mb": round(weights / 1e6, 1), "kv_mb": round(kv / 1e6, 1), "total_mb": round((weights + kv) / 1e6, 1)}
-
-
-class OtherLoad:
-    """CPU time used by *other* processes while measuring (in cores): /proc/stat busy time minus ours
-    (our subprocesses included)."""
-
-    def __enter__(self):
-        from .generators import cpu_busy_seconds, own_cpu_seconds
-
-        self._busy, self._own = cpu_busy_seconds, lambda: own_cpu_seconds(children=True)
-        self.t, self.busy, self.own = time.monotonic(), self._busy(), self._own()
-        return self
-
-    def __exit__(self, *exc):
-        wall = time.monotonic() - self.t
-        busy, own = self._busy(), self._own()
-        self.cores = (None if busy is None or self.busy is None or wall <= 0
-                      else max(0.0, ((busy - self.busy) - (own - self.own)) / wall))
-        return False
 
 
 def percentile(values: list[float], q: float) -> float:

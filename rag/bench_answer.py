@@ -58,7 +58,7 @@ def _pct(values: list, q: float):
 
 def bench_answer(settings, n_questions: int = 12) -> dict:
     from .assistant import Assistant
-    from .bench import OtherLoad
+    from .cpu import OtherLoad
 
     base = Assistant(settings)
     gen, emb = base.generator, base.embedder

@@ -32,13 +32,36 @@ SAMPLE_TXT = """点击上方“小白学视觉”,选择加"星标"或“置顶�
 """
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    d = tmp_path / "corpus"
-    d.mkdir()
+def write_sample_corpus(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
     (d / "notes.md").write_text(SAMPLE_MD, encoding="utf-8")
     (d / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
     return d
+
+
+def pick_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a free local port (module-scoped app fixtures call it too)."""
+    return pick_free_port
+
+
+@pytest.fixture(scope="session")
+def sample_corpus():
+    """A function writing the two sample notes into a directory (for module-scoped fixtures)."""
+    return write_sample_corpus
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_sample_corpus(tmp_path / "corpus")
 
 
 @pytest.fixture

@@ -91,7 +91,9 @@ def test_markdown_report_has_every_section(tmp_path):
 
 
 def test_other_load_and_bandwidth_measure_something():
-    with bench.OtherLoad() as load:
+    from rag.cpu import OtherLoad
+
+    with OtherLoad() as load:
         sum(range(10000))
     assert load.cores is None or load.cores >= 0
     bw = bench.memory_bandwidth(mb=8, repeats=1)

@@ -12,7 +12,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -179,7 +178,6 @@ def test_F4_F5_damaged_artifact_is_refused_by_checksum_with_a_clear_message(buil
 
 def test_F4_cli_reports_corruption_in_one_line_and_the_next_index_run_repairs_it(built, settings, monkeypatch, capsys):
     from rag import cli
-    from rag.assistant import Assistant
 
     corpus, index_dir = built
     _damage(current_generation(index_dir) / "vectors.faiss", "truncate-1")

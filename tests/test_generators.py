@@ -9,8 +9,8 @@ from rag.generators import (
     greedy_decode,
     log_softmax_at,
     lookup_draft,
-    physical_cores,
 )
+from rag.cpu import physical_cores
 
 EOS = 0
 
@@ -129,7 +129,7 @@ def test_physical_cores_is_positive():
 
 
 def test_choose_threads_leaves_the_cores_other_processes_use():
-    from rag.generators import choose_threads
+    from rag.cpu import choose_threads
 
     assert choose_threads(2, None, 1) == 1  # no measurement: keep the current choice
     assert [choose_threads(2, x, 2) for x in (0.0, 0.4, 0.7, 1.2, 3.0)] == [2, 2, 1, 1, 1]
@@ -137,7 +137,7 @@ def test_choose_threads_leaves_the_cores_other_processes_use():
 
 
 def test_cpu_watch_reports_other_load(monkeypatch):
-    import rag.generators as g
+    import rag.cpu as g
 
     clock = {"t": 100.0, "busy": 50.0, "own": 1.0}
     monkeypatch.setattr(g.time, "monotonic", lambda: clock["t"])

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import socket
 import threading
 import time
 
 import pytest
-from conftest import SAMPLE_MD, SAMPLE_TXT
+from conftest import pick_free_port, write_sample_corpus
 from rag.fakes import FakeEmbedder, ScriptedGenerator
 
 httpx = pytest.importorskip("httpx")
@@ -21,11 +20,6 @@ DROPOUT = "测试的时候要用 Dropout 吗?"
 EVIL_ORIGINS = ["https://evil.example", "null", "http://127.0.0.1.evil.example"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _start(tmp, generator, **kw):
     from rag.assistant import Assistant
@@ -33,13 +27,11 @@ def _start(tmp, generator, **kw):
     from rag.server import serve
 
     corpus = tmp / "corpus"
-    corpus.mkdir(exist_ok=True)
-    (corpus / "notes.md").write_text(SAMPLE_MD, encoding="utf-8")
-    (corpus / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
+    write_sample_corpus(corpus)
     settings = Settings(corpus_dir=corpus, index_dir=tmp / "index", cache_dir=tmp / "cache",
                         embedder="fake", generator="fake")
     Assistant(settings, embedder=FakeEmbedder(), generator=generator).build()
-    running = serve(settings, port=_free_port(), embedder=FakeEmbedder(), generator=generator, block=False,
+    running = serve(settings, port=pick_free_port(), embedder=FakeEmbedder(), generator=generator, block=False,
                     quiet=True, feedback_db=tmp / "feedback.sqlite3", **kw)
     deadline = time.monotonic() + 30
     while not running.service.backend.is_ready():  # warm-up runs in the background

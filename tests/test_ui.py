@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_MD, SAMPLE_TXT
+from conftest import SAMPLE_MD, pick_free_port, write_sample_corpus
 from rag.fakes import FakeEmbedder, FakeGenerator
 
 EVIL_MD = """# 注入测试
@@ -188,23 +187,16 @@ def test_model_choice_is_limited_to_installed_generators(settings):
 
 # ---------------------------------------------------------------- the launched app (gradio_client)
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _launch(tmp: Path, api: bool, generator=None):
     from rag.config import Settings
     from rag.ui import launch
 
     corpus = tmp / "corpus"
-    corpus.mkdir()
-    (corpus / "notes.md").write_text(SAMPLE_MD, encoding="utf-8")
-    (corpus / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
+    write_sample_corpus(corpus)
     settings = Settings(corpus_dir=corpus, index_dir=tmp / "index", cache_dir=tmp / "cache",
                         embedder="fake", generator="fake")
-    return launch(settings, port=_free_port(), api=api, embedder=FakeEmbedder(),
+    return launch(settings, port=pick_free_port(), api=api, embedder=FakeEmbedder(),
                   generator=generator or FakeGenerator(), block=False, quiet=True), settings
 
 

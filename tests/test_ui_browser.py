@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
 
 import pytest
-from conftest import ROOT, SAMPLE_MD, SAMPLE_TXT
+from conftest import ROOT, pick_free_port, write_sample_corpus
 from rag.fakes import FakeEmbedder, FakeGenerator
 from test_ui import EVIL_MD
 
@@ -39,11 +38,6 @@ if REAL:
     pytestmark.append(pytest.mark.slow)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
@@ -52,17 +46,15 @@ def app_url(tmp_path_factory):
 
     if REAL:
         demo = launch(Settings.from_env(corpus_dir=ROOT / "corpus", index_dir=ROOT / "index"),
-                      port=_free_port(), block=False, quiet=True)
+                      port=pick_free_port(), block=False, quiet=True)
     else:
         tmp = tmp_path_factory.mktemp("ui-e2e")
         corpus = tmp / "corpus"
-        corpus.mkdir()
-        (corpus / "notes.md").write_text(SAMPLE_MD, encoding="utf-8")
-        (corpus / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
+        write_sample_corpus(corpus)
         (corpus / "evil.md").write_text(EVIL_MD, encoding="utf-8")
         settings = Settings(corpus_dir=corpus, index_dir=tmp / "index", cache_dir=tmp / "cache",
                             embedder="fake", generator="fake")
-        demo = launch(settings, port=_free_port(), embedder=FakeEmbedder(), generator=FakeGenerator(),
+        demo = launch(settings, port=pick_free_port(), embedder=FakeEmbedder(), generator=FakeGenerator(),
                       block=False, quiet=True)
     yield demo.local_url
     demo.close()

@@ -3,13 +3,12 @@ the app launched exactly as `python app.py` launches it (fake models), probed ov
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from conftest import SAMPLE_MD, SAMPLE_TXT
+from conftest import pick_free_port, write_sample_corpus
 from rag.fakes import FakeEmbedder, FakeGenerator
 
 httpx = pytest.importorskip("httpx")
@@ -17,11 +16,6 @@ pytest.importorskip("gradio")
 
 EVIL_ORIGINS = ["https://evil.example", "null", "http://127.0.0.1.evil.example", "http://localhost.evil.example"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +26,14 @@ def app(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("web")
     corpus = tmp / "corpus"
-    corpus.mkdir()
-    (corpus / "notes.md").write_text(SAMPLE_MD, encoding="utf-8")
-    (corpus / "grad.txt").write_text(SAMPLE_TXT, encoding="utf-8")
+    write_sample_corpus(corpus)
     settings = Settings(corpus_dir=corpus, index_dir=tmp / "index", cache_dir=tmp / "cache",
                         embedder="fake", generator="fake")
     Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator()).build()
     (tmp / "cache").mkdir()
     (tmp / "cache" / "model.gguf").write_bytes(b"GGUF weights")
     (tmp / "secret.txt").write_text("top secret", encoding="utf-8")  # next to the corpus, not in any served dir
-    demo = launch(settings, port=_free_port(), embedder=FakeEmbedder(), generator=FakeGenerator(), block=False,
+    demo = launch(settings, port=pick_free_port(), embedder=FakeEmbedder(), generator=FakeGenerator(), block=False,
                   quiet=True)  # api=False: the default, as app.py
     yield demo, settings, tmp
     demo.close()
