@@ -20,6 +20,8 @@ from .errors import GenerationError, IndexMissing, RagError
 from .index import BuildReport, LoadedIndex, build_index, check_embedder, current_generation, load_index, scan_sources
 from .retriever import Hit, Retrieval, Retriever, clean_query
 
+HISTORY_TURNS = 3  # turns of conversation the follow-up rewriter reads (callers pass the whole history)
+
 
 @dataclass
 class Answer:
@@ -163,7 +165,7 @@ class Assistant:
         """Stand-alone version of a follow-up question, using the last turns of the conversation."""
         if not history:
             return question
-        turns = "\n".join(f"用户: {q}\n助手: {a[:300]}" for q, a in history[-3:])
+        turns = "\n".join(f"用户: {q}\n助手: {a[:300]}" for q, a in history[-HISTORY_TURNS:])
         messages = [{"role": "system", "content": prompts.REWRITE_SYSTEM},
                     {"role": "user", "content": prompts.REWRITE_USER.format(history=turns, question=question)}]
         text = "".join(self.generator.stream(messages, max_tokens=64)).strip().splitlines()
@@ -229,7 +231,7 @@ class Assistant:
                     continue
                 if not held:
                     text = "".join(parts)
-                    upto, held = releasable(text, shown, evidence, quotes)
+                    upto, held = releasable(text, shown, evidence, quotes, len(retrieval.hits))
                     if upto > shown:
                         yield Event("token", text=text[shown:upto])
                         shown = upto

@@ -191,7 +191,6 @@ def _glossary_index() -> dict[str, list[str]]:
 
 
 _GLOSSARY = _glossary_index()
-_LATIN_TERM = re.compile(r"[a-z][a-z\-]*(?: [a-z][a-z\-]*)*")
 
 
 def glossary_matches(text: str) -> list[tuple[str, list[str]]]:
@@ -206,12 +205,6 @@ def glossary_matches(text: str) -> list[tuple[str, list[str]]]:
         elif term in low:
             found.append((term, others))
     return found
-
-
-def expand_query(text: str) -> str:
-    """Append glossary equivalents of terms found in the query."""
-    extra = [o for _, others in glossary_matches(text) for o in others]
-    return text if not extra else text + " " + " ".join(dict.fromkeys(extra))
 
 
 def idf(n: int, df: int) -> float:

@@ -14,7 +14,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-import numpy as np
 
 from .chunking import Chunk
 from .config import MAX_QUERY_CHARS
@@ -40,8 +39,6 @@ class Hit:
     bm25: float | None = None  # jieba-word BM25
     bigram: float | None = None  # character-bigram BM25
     coverage: float = 0.0
-    dense_rank: int | None = None
-    bm25_rank: int | None = None
 
     def to_dict(self) -> dict:
         c = self.chunk
@@ -103,12 +100,12 @@ class Retriever:
 
         for rank, (row, score) in enumerate(dense):
             h = hit(row, "dense", rank, score)
-            h.dense, h.dense_rank = score, rank + 1
+            h.dense = score
         for name, hits in lexical.items():
             for rank, lh in enumerate(hits):
                 h = hit(lh.row, name, rank, lh.score)
                 if name == "jieba":
-                    h.bm25, h.bm25_rank, h.coverage = lh.score, rank + 1, lh.coverage
+                    h.bm25, h.coverage = lh.score, lh.coverage
                 else:
                     h.bigram = lh.score
         ranked = sorted(by_row.values(), key=lambda h: -h.score)[:k]

@@ -104,7 +104,7 @@ class Service:
 
     def answer_events(self, question: str, history, k: int | None):
         assistant = self.backend.assistant
-        return lambda: assistant.ask(question, k, history=history[-3:])
+        return lambda: assistant.ask(question, k, history=history)
 
 
 # ================================================================ HTTP

@@ -122,15 +122,20 @@ SHOWABLE = ("ok", "quote", "short")
 KEPT = SHOWABLE + ("supported-by-model",)
 
 
-def releasable(text: str, shown: int, evidence: list[Evidence], quotes: set[str] = frozenset()) -> tuple[int, bool]:
+def releasable(text: str, shown: int, evidence: list[Evidence], quotes: set[str] = frozenset(),
+               passages: int | None = None) -> tuple[int, bool]:
     """While an answer streams: how far it may be shown (the end of the last complete sentence the
-    cheap checks accept), and whether a suspect sentence now holds the rest back."""
+    cheap checks accept), and whether a suspect sentence now holds the rest back. A sentence citing a
+    passage number that was not retrieved (1..`passages`) is held too: the citation check re-points it."""
+    from .citations import numbers_in
     from .evidence import split_sentences
 
     pending = text[shown:]
     upto = 0
     for s, e in split_sentences(pending)[:-1]:  # the last sentence may still be growing
-        if cheap_verdict(pending[s:e], evidence, quotes).status not in SHOWABLE:
+        sentence = pending[s:e]
+        bad_number = passages is not None and any(not 1 <= n <= passages for n in numbers_in(sentence))
+        if bad_number or cheap_verdict(sentence, evidence, quotes).status not in SHOWABLE:
             return shown + upto, True
         upto = e
     return shown + upto, False
