@@ -103,16 +103,21 @@ def cmd_index(args) -> int:
     return 0
 
 
-def cmd_search(args) -> int:
-    a = _assistant(args)
+def _each(args, key: str, run):
+    """(question, run(question)) for each question; with --file a failing one becomes a JSON error line
+    and the rest go on."""
     for q in _queries(args):
         try:
-            r = a.search(q, args.k, mode=args.mode)
+            yield q, run(q)
         except RagError as e:
             if not args.file:
                 raise
-            print(json.dumps({"query": q, "error": str(e)}, ensure_ascii=False))
-            continue
+            print(json.dumps({key: q, "error": str(e)}, ensure_ascii=False))
+
+
+def cmd_search(args) -> int:
+    a = _assistant(args)
+    for q, r in _each(args, "query", lambda q: a.search(q, args.k, mode=args.mode)):
         if args.json or args.file:
             print(json.dumps({"query": r.query, "covered": r.covered, "results": [h.to_dict() for h in r.hits]},
                              ensure_ascii=False), flush=True)
@@ -171,26 +176,24 @@ def _print_corrections(answer) -> None:
         print(f"({'; '.join(notes)})")
 
 
+def _streamed(a, q: str, args, stream: bool):
+    """Ask; print the evidence first, then the answer as it streams. (answer, what was printed)"""
+    shown, answer = "", None
+    for ev in a.ask(q, args.k):
+        if ev.kind == "retrieved" and not (args.json or args.file):
+            _print_evidence(ev.evidence)
+        elif ev.kind == "token" and stream:
+            print(ev.text, end="", flush=True)
+            shown += ev.text
+        elif ev.kind == "done":
+            answer = ev.answer
+    return answer, shown
+
+
 def cmd_ask(args) -> int:
     a = _assistant(args)
     stream = not (args.json or args.file) and not args.no_stream
-    for q in _queries(args):
-        shown = ""
-        try:
-            answer = None
-            for ev in a.ask(q, args.k):
-                if ev.kind == "retrieved" and not (args.json or args.file):
-                    _print_evidence(ev.evidence)
-                elif ev.kind == "token" and stream:
-                    print(ev.text, end="", flush=True)
-                    shown += ev.text
-                elif ev.kind == "done":
-                    answer = ev.answer
-        except RagError as e:
-            if not args.file:
-                raise
-            print(json.dumps({"question": q, "error": str(e)}, ensure_ascii=False))
-            continue
+    for q, (answer, shown) in _each(args, "question", lambda q: _streamed(a, q, args, stream)):
         if args.json or args.file:
             print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
             continue

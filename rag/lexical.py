@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -30,118 +31,14 @@ _STOPWORDS = frozenset(
     "a an the of to in on for is are be what how why which does do with and or".split()
 )
 
-# Equivalent terms; every member expands to all others at query time.
-GLOSSARY: tuple[tuple[str, ...], ...] = (
-    ("bn", "batch normalization", "batchnorm", "批归一化", "批量归一化", "批标准化"),
-    ("ln", "layer normalization", "layernorm", "层归一化"),
-    ("lr", "learning rate", "学习率"),
-    ("sgd", "随机梯度下降", "stochastic gradient descent"),
-    ("gd", "梯度下降", "gradient descent"),
-    ("gan", "gans", "生成对抗网络", "对抗生成网络"),
-    ("rnn", "循环神经网络", "recurrent neural network"),
-    ("cnn", "卷积神经网络", "convolutional neural network"),
-    ("dnn", "深度神经网络", "全连接网络"),
-    ("lstm", "长短期记忆"),
-    ("bp", "反向传播", "back propagation", "backpropagation", "back-propagation"),
-    ("dropout", "随机失活", "丢弃法"),
-    ("relu", "线性整流"),
-    ("sigmoid", "s型函数"),
-    ("overfitting", "过拟合", "overfit"),
-    ("underfitting", "欠拟合"),
-    ("regularization", "正则化"),
-    ("normalization", "归一化", "标准化"),
-    ("activation function", "激活函数"),
-    ("vanishing gradient", "梯度消失"),
-    ("exploding gradient", "梯度爆炸"),
-    ("loss function", "损失函数"),
-    ("receptive field", "感受野"),
-    ("pooling", "池化"),
-    ("dilated convolution", "atrous convolution", "空洞卷积", "膨胀卷积"),
-    ("depthwise separable convolution", "深度可分离卷积"),
-    ("data augmentation", "数据增强", "数据扩增"),
-    ("transfer learning", "迁移学习"),
-    ("hyperparameter", "hyperparameters", "超参数"),
-    ("attention", "注意力"),
-    ("optimizer", "优化器", "优化算法"),
-    ("imbalanced data", "数据不平衡", "不平衡数据", "类别不平衡"),
-    ("weight initialization", "权重初始化", "初始化"),
-    ("flops", "计算量"),
-    ("upsampling", "上采样"),
-    ("downsampling", "下采样"),
-    ("epoch", "轮次"),
-    ("multi-task learning", "多任务学习"),
-    ("end-to-end learning", "端到端学习"),
-    # General bilingual vocabulary: users ask in English or mixed language about Chinese notes.
-    ("learning rate", "学习率", "lr"),
-    ("gradient", "梯度"),
-    ("vanishing", "消失"),
-    ("exploding", "爆炸"),
-    ("converge", "convergence", "收敛"),
-    ("shuffle", "shuffling", "打乱", "洗牌"),
-    ("convolution", "convolutional", "卷积"),
-    ("kernel", "filter", "卷积核"),
-    ("activation", "激活"),
-    ("non-linear", "nonlinear", "non-linearity", "nonlinearity", "非线性"),
-    ("linear", "线性"),
-    ("classification", "分类"),
-    ("accuracy", "准确率", "精度"),
-    ("metric", "metrics", "指标", "度量"),
-    ("precision", "精确率"),
-    ("recall", "召回率"),
-    ("fully connected", "dense layer", "dense network", "全连接"),
-    ("bidirectional", "双向", "bilstm"),
-    ("computer vision", "计算机视觉", "cv"),
-    ("parameter", "parameters", "参数"),
-    ("weight", "weights", "权重"),
-    ("bias", "偏差"),
-    ("variance", "方差"),
-    ("tradeoff", "trade-off", "权衡"),
-    ("initialization", "initialize", "初始化"),
-    ("feature map", "特征图"),
-    ("feature", "features", "特征"),
-    ("image", "images", "图像", "图片"),
-    ("resolution", "分辨率", "尺寸"),
-    ("loss", "损失"),
-    ("cross entropy", "cross-entropy", "交叉熵"),
-    ("softmax", "归一化指数"),
-    ("derivative", "导数", "求导"),
-    ("group convolution", "分组卷积", "组卷积"),
-    ("dilated", "空洞"),
-    ("max pooling", "最大池化"),
-    ("average pooling", "平均池化"),
-    ("batch size", "批大小", "batch的大小"),
-    ("mini-batch", "minibatch", "小批量", "迷你批量"),
-    ("batch gradient descent", "批量梯度下降", "全局梯度下降"),
-    ("generalization", "泛化"),
-    ("imbalanced", "不平衡"),
-    ("oversampling", "过采样"),
-    ("undersampling", "欠采样"),
-    ("augmentation", "增强"),
-    ("sequence", "序列"),
-    ("many-to-one", "多对一"),
-    ("embedding", "嵌入", "向量"),
-    ("face", "人脸"),
-    ("nearest neighbor", "nearest neighbour", "最近邻"),
-    ("search", "retrieval", "检索", "查询"),
-    ("index", "索引"),
-    ("optimization", "优化"),
-    ("momentum", "动量"),
-    ("warmup", "warm up", "预热"),
-    ("hidden layer", "隐藏层", "隐层"),
-    ("depth", "深度"),
-    ("width", "宽度"),
-    ("training", "train", "训练"),
-    ("testing", "test", "inference", "测试", "推理"),
-    ("validation", "验证"),
-    ("fine-tuning", "fine-tune", "finetune", "微调"),
-    ("residual", "残差", "resnet"),
-    ("encoder", "编码器"),
-    ("decoder", "解码器"),
-    ("generator", "生成器"),
-    ("discriminator", "判别器"),
-    ("data generator", "数据生成器"),
-    ("memory", "内存"),
-)
+
+def _load_glossary() -> tuple[tuple[str, ...], ...]:
+    text = (Path(__file__).with_name("glossary.txt")).read_text(encoding="utf-8")
+    return tuple(tuple(t.strip() for t in line.split("|")) for line in text.splitlines()
+                 if line.strip() and not line.startswith("#"))
+
+
+GLOSSARY = _load_glossary()  # equivalent terms (glossary.txt)
 
 
 def _is_term(tok: str) -> bool:
