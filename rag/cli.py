@@ -82,7 +82,7 @@ def _queries(args) -> list[str]:
 def cmd_index(args) -> int:
     a = _assistant(args)
     paths = [Path(p) for p in args.paths] or [a.settings.corpus_dir]
-    from .index import check_allowed, unsupported_files
+    from .corpus import check_allowed, unsupported_files
 
     if args.paths and not args.allow_outside:
         # A mistyped path (`/`, `~`, `docs/../..`) must not pull private files into a searchable index.
