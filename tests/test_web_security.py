@@ -123,7 +123,7 @@ def test_uploaded_html_and_svg_are_never_served_inline(app, http):
 
 
 def test_upload_over_the_size_limit_is_refused(http):
-    from rag.ui import MAX_UPLOAD_BYTES
+    from rag.corpus import MAX_UPLOAD_BYTES
 
     r = http.post("/gradio_api/upload", files={"files": ("big.txt", b"x" * (MAX_UPLOAD_BYTES + 1024), "text/plain")})
     assert r.status_code == 413
