@@ -76,7 +76,7 @@ def test_gradio_temp_uploads_are_purged(app):
 
 def _paths(app) -> list[str]:
     _, settings, tmp = app
-    corpus, index = settings.corpus_dir.resolve(), settings.index_dir.resolve()
+    corpus = settings.corpus_dir.resolve()
     return [
         "/etc/passwd", "/proc/self/environ", str(Path(__file__).resolve()), str(tmp / "secret.txt"),
         str(corpus / "notes.md"), f"{corpus}/../secret.txt", f"{corpus}/../index/CURRENT", f"{corpus}/../../../etc/passwd",
