@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from rag import evaluate as E  # noqa: E402
 from rag.chunking import chunk_document  # noqa: E402
 from rag.embedders import _token_embeddings, load_gguf_tokenizer  # noqa: E402
-from rag.index import scan_sources  # noqa: E402
+from rag.corpus import scan_sources  # noqa: E402
 from rag.lexical import LexicalIndex  # noqa: E402
 from rag.loaders import load_file  # noqa: E402
 from rag.retriever import LEG_WEIGHTS, RRF_K  # noqa: E402

@@ -82,7 +82,7 @@ def _queries(args) -> list[str]:
 def cmd_index(args) -> int:
     a = _assistant(args)
     paths = [Path(p) for p in args.paths] or [a.settings.corpus_dir]
-    from .index import check_allowed, unsupported_files
+    from .corpus import check_allowed, unsupported_files
 
     if args.paths and not args.allow_outside:
         # A mistyped path (`/`, `~`, `docs/../..`) must not pull private files into a searchable index.
@@ -160,18 +160,9 @@ def _print_evidence(evidence) -> None:
 
 
 def _print_corrections(answer) -> None:
-    notes = []
-    if answer.verified and answer.verified.note():
-        notes.append(answer.verified.note())
-    if answer.checked and answer.checked.corrected:
-        if answer.checked.removed:
-            notes.append("removed citations of passages that were not retrieved: "
-                         + ", ".join(f"[{n}]" for n in answer.checked.removed))
-        if answer.checked.replaced:
-            notes.append("re-pointed citations the cited passage did not support: "
-                         + ", ".join(f"[{a}]→[{b}]" for a, b in answer.checked.replaced))
-        if answer.checked.attached:
-            notes.append("added citations to uncited sentences: " + ", ".join(f"[{n}]" for n in answer.checked.attached))
+    from .verify import correction_notes
+
+    notes = correction_notes(answer, "en")
     if notes:
         print(f"({'; '.join(notes)})")
 

@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from .chunking import Chunk, ChunkerSettings, chunk_document
 from .errors import CorpusError, DiskFull, EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing, LoaderError, RagError
 from .keyword_index import KeywordIndex, KeywordWriter, MilvusKeywords, read_meta
 from .keyword_index import fingerprint as keyword_fingerprint
-from .loaders import SUPPORTED_SUFFIXES, load_file, sha256_bytes
+from .loaders import load_file, sha256_bytes
 from .vectors import VectorIndex, build_vector_index, drop_vector_index, load_vector_index
 
 FORMAT_VERSION = 3  # 3: keyword legs in a tantivy store (2 had bm25.json per generation)
@@ -83,60 +83,6 @@ class LoadedIndex:
     @property
     def embedder_id(self) -> str:
         return self.manifest["embedder"]["id"]
-
-
-# ---------------------------------------------------------------- corpus scan
-
-def check_allowed(paths: Iterable[Path], roots: Iterable[Path]) -> None:
-    """Refuse paths that resolve (after symlinks and `..`) outside every allowed root."""
-    resolved = [Path(r).resolve() for r in roots]
-    for p in paths:
-        rp = Path(p).resolve()
-        if not any(rp.is_relative_to(r) for r in resolved):
-            raise CorpusError(f"{p} is outside the allowed root ({' or '.join(str(r) for r in resolved)}); "
-                              "index files under it, or pass --allow-outside")
-
-
-def scan_sources(paths: Iterable[Path], skipped: list[tuple[Path, str]] | None = None) -> list[SourceFile]:
-    """Supported files under the given files/directories. Symlinks are not followed (they could
-    point anywhere, or loop); each one found is appended to `skipped` with the reason."""
-    out: dict[str, SourceFile] = {}
-    skipped = [] if skipped is None else skipped
-    for root in paths:
-        root = Path(root)
-        if not root.exists():
-            raise CorpusError(f"corpus path not found: {root}")
-        if root.is_file():
-            out.setdefault(root.name, SourceFile(root, root.name))
-            continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            skipped.extend((Path(dirpath) / d, "symbolic link to a directory, not followed")
-                           for d in sorted(dirnames) if not d.startswith(".") and (Path(dirpath) / d).is_symlink())
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (Path(dirpath) / d).is_symlink())
-            for name in sorted(filenames):
-                p = Path(dirpath) / name
-                if name.startswith(".") or p.suffix.lower() not in SUPPORTED_SUFFIXES:
-                    continue
-                if p.is_symlink():
-                    skipped.append((p, "symbolic link, not followed"))
-                    continue
-                source = p.relative_to(root).as_posix()
-                out.setdefault(source, SourceFile(p, source))
-    return sorted(out.values(), key=lambda s: s.source)
-
-
-def unsupported_files(paths: Iterable[Path]) -> list[Path]:
-    found = []
-    for root in paths:
-        root = Path(root)
-        if root.is_file():
-            if root.suffix.lower() not in SUPPORTED_SUFFIXES:
-                found.append(root)
-            continue
-        for p in sorted(root.rglob("*")) if root.is_dir() else []:
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in SUPPORTED_SUFFIXES:
-                found.append(p)
-    return found
 
 
 # ---------------------------------------------------------------- generations

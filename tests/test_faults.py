@@ -22,7 +22,8 @@ import pytest
 from conftest import ROOT
 from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.errors import DiskFull, EmbedderMismatch, GenerationError, IndexCorrupt, IndexLocked, ModelNotInstalled, RagError
-from rag.index import CURRENT, build_index, current_generation, load_index, scan_sources
+from rag.corpus import scan_sources
+from rag.index import CURRENT, build_index, current_generation, load_index
 
 spec = importlib.util.spec_from_file_location("killloop", ROOT / "eval" / "killloop.py")
 killloop = importlib.util.module_from_spec(spec)

@@ -4,7 +4,8 @@ import pytest
 
 from rag.fakes import FakeEmbedder
 from rag.errors import EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing
-from rag.index import CURRENT, build_index, load_index, scan_sources, write_lock
+from rag.corpus import scan_sources
+from rag.index import CURRENT, build_index, load_index, write_lock
 
 
 def build(corpus, index_dir, emb=None, **kw):
@@ -170,7 +171,8 @@ def test_sigkill_mid_build_leaves_previous_index_serving(corpus, tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         from rag.fakes import FakeEmbedder
-        from rag.index import build_index, scan_sources
+        from rag.corpus import scan_sources
+        from rag.index import build_index
         class Slow(FakeEmbedder):
             def embed_documents(self, texts, progress=False):
                 print("embedding", flush=True); time.sleep(30)

@@ -112,7 +112,7 @@ def test_cli_prints_only_retrieved_sources(settings, planted, monkeypatch, capsy
 
 
 def test_ui_renders_only_retrieved_sources_and_inert_forgeries(settings, planted):
-    from rag.ui import render_answer
+    from rag.ui.render import render_answer
 
     a = assistant_with(settings, ObedientGenerator()).answer("测试的时候要用 Dropout 吗?")
     html = render_answer(a, "t1")

@@ -8,7 +8,8 @@ import pytest
 
 from rag.fakes import FakeEmbedder
 from rag.errors import IndexCorrupt
-from rag.index import CHUNKS_DB, CURRENT, MANIFEST, build_index, current_generation, load_index, read_docids, scan_sources
+from rag.corpus import scan_sources
+from rag.index import CHUNKS_DB, CURRENT, MANIFEST, build_index, current_generation, load_index, read_docids
 from rag.keyword_index import META, KeywordIndex, KeywordWriter
 from rag.lexical import LexicalIndex
 

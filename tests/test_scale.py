@@ -4,7 +4,8 @@ from pathlib import Path
 
 from rag.fakes import FakeEmbedder
 from rag.chunking import chunk_document
-from rag.index import build_index, load_index, scan_sources
+from rag.corpus import scan_sources
+from rag.index import build_index, load_index
 from rag.loaders import load_file
 from rag.scale import UNITS_PER_FILE, _keyword_add, make_corpus, render, seed_sentences, synth_file
 

@@ -179,7 +179,7 @@ def test_gradio_ui_is_mounted_on_the_same_port(server):
 def test_ui_answers_are_recorded_for_feedback(server):
     from gradio_client import Client
 
-    from rag.ui import answer_id_in
+    from rag.ui.render import answer_id_in
 
     running, _ = server
     chat = Client(running.url + "/", verbose=False).submit(DROPOUT, [], 3, False, api_name="/ask").result(timeout=60)

@@ -51,7 +51,7 @@ def _answer(text, hits, abstained=False):
 
 
 def test_citations_link_to_source_entries_with_position_and_highlight():
-    from rag.ui import render_answer
+    from rag.ui.render import render_answer
 
     hits = [_hit("不需要。Dropout 只在训练过程中随机丢弃神经元，测试时关闭 Dropout。"), _hit("别的内容。", "grad.txt", "", 3)]
     out = render_answer(_answer("测试时关闭 Dropout，使用完整网络 [1]。", hits), "t1", show_scores=True)
@@ -64,7 +64,7 @@ def test_citations_link_to_source_entries_with_position_and_highlight():
 
 
 def test_document_and_model_text_is_escaped():
-    from rag.ui import render_answer, render_streaming
+    from rag.ui.render import render_answer, render_streaming
 
     evil = EVIL_MD.split("\n", 3)[3]
     hits = [_hit(evil, source='<b onmouseover="x">evil</b>.md', heading="<script>alert(1)</script>")]
@@ -77,21 +77,21 @@ def test_document_and_model_text_is_escaped():
 
 
 def test_invalid_citation_numbers_are_not_links():
-    from rag.ui import render_answer_text
+    from rag.ui.render import render_answer_text
 
     out = render_answer_text("结论 [1][7]", 2, "t")
     assert out.count("rag-cite") == 1 and "[7]" in out
 
 
 def test_abstained_answer_shows_closest_passages():
-    from rag.ui import render_answer
+    from rag.ui.render import render_answer
 
     out = render_answer(_answer("资料库中没有找到能回答这个问题的内容", [_hit("无关内容。")], abstained=True), "t2")
     assert "最接近的资料" in out and 'id="rag-t2-src-1"' in out and "rag-cite" not in out
 
 
 def test_passages_are_shown_while_the_answer_streams():
-    from rag.ui import render_streaming
+    from rag.ui.render import render_streaming
 
     hits = [_hit("不需要。"), _hit("别的内容。", "grad.txt")]
     waiting = render_streaming("", hits, "t")
@@ -102,7 +102,7 @@ def test_passages_are_shown_while_the_answer_streams():
 
 
 def test_stopped_answer_is_flagged_unfinished():
-    from rag.ui import mark_stopped, render_streaming, render_wait
+    from rag.ui.render import mark_stopped, render_streaming, render_wait
 
     chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": [
         {"type": "text", "text": render_streaming("半句回答 [1", [_hit("资料。")], "t")}]}]
@@ -114,10 +114,69 @@ def test_stopped_answer_is_flagged_unfinished():
 
 
 def test_sentences_round_trip():
-    from rag.ui import split_sentences
+    from rag.evidence import sentence_pieces as split_sentences  # what rag.ui.render highlights by
 
     for text in ["", "a", "第一句。第二句！\n\nThird one. Fourth?  tail", "1.5 倍。e.g. x"]:
         assert "".join(split_sentences(text)) == text
+
+
+def test_highlights_fall_on_the_citation_checkers_sentence_boundaries():
+    from rag.evidence import sentence_pieces
+    from rag.ui.render import highlight_passage
+
+    passage = "学习率为 1.5 倍时 e.g. Adam 会震荡。其他内容在这里。"
+    marked = highlight_passage(passage, ["学习率为 1.5 倍时 e.g. Adam 会震荡 [1]。"])
+    pieces = sentence_pieces(passage)
+    marks = re.findall(r"<mark>(.*?)</mark>", marked)
+    assert marks and all(m in pieces for m in marks) and "其他内容在这里。" not in marks
+    assert re.sub(r"</?mark>", "", marked) == passage
+
+
+def test_correction_notes_one_wording_for_page_and_terminal():
+    from rag.citations import CheckedAnswer
+    from rag.ui.render import render_notes
+    from rag.verify import Verdict, VerifiedAnswer, correction_notes
+
+    ans = _answer("结论 [1]。", [_hit("结论。")])
+    assert correction_notes(ans) == [] and render_notes(ans) == ""
+    ans.checked = CheckedAnswer("结论 [1]。", [1], removed=[4], attached=[1], replaced=[(2, 1)])
+    assert correction_notes(ans, "en") == ["removed citations of passages that were not retrieved: [4]",
+                                           "re-pointed citations the cited passage did not support: [2]→[1]",
+                                           "added citations to uncited sentences: [1]"]
+    note = render_notes(ans)
+    assert note.startswith('<div class="rag-note">引用已核对：') and "删除了指向不存在资料的引用 [4]" in note
+    assert "更正了引用 [2]→[1]" in note and "补充了引用 [1]" in note
+    ans.checked = CheckedAnswer("结论 [1]。", [1])
+    ans.verified = VerifiedAnswer("结论 [1]。", [Verdict("x", "unsupported")])
+    assert render_notes(ans).startswith('<div class="rag-note">已核对：删除了 1 句资料不支持的内容')
+
+
+def test_document_rows_render_status_data():
+    from rag.corpus import DocStatus, Document
+    from rag.ui.render import document_rows, render_doc_message, render_status
+
+    docs = [Document("a.md", 2048, DocStatus.INDEXED, 3, "2026-01-02T03:04:05"),
+            Document("b.md", 10, DocStatus.SKIPPED, reason="no text"),
+            Document("c.md", 512, DocStatus.DELETED, 1, "2026-01-01T00:00:00")]
+    assert document_rows(docs) == [["a.md", "2.0 KB", 3, "2026-01-02 03:04:05", "已索引"],
+                                   ["b.md", "0.0 KB", "—", "—", "跳过：no text"],
+                                   ["c.md", "0.5 KB", 1, "2026-01-01 00:00:00", "已删除，待重新索引"]]
+    assert render_doc_message("") == ""
+    assert render_doc_message("<b>x</b>\ny", "err") == '<div class="rag-doc-msg err">&lt;b&gt;x&lt;/b&gt;<br>y</div>'
+    assert render_status("ok", "就绪 <x>", title="m").startswith('<div class="rag-status ok" title="m">')
+    assert "&lt;x&gt;" in render_status("ok", "就绪 <x>")
+
+
+def test_build_summary_and_feedback_ids():
+    from rag.index import BuildReport
+    from rag.ui.render import answer_id_in, build_summary, render_answer
+
+    assert build_summary(BuildReport(unchanged=["a"], chunks=4)).startswith("索引已是最新（4 段，1 个文档")
+    text = build_summary(BuildReport("g2", added=["a"], skipped=[("b.pdf", "encrypted")], chunks=4, embedded=4))
+    assert "新增 1" in text and text.endswith("跳过 b.pdf：encrypted")
+    html = render_answer(_answer("结论 [1]。", [_hit("结论。")]), "0123abcd")
+    assert answer_id_in(html) == "ui-0123abcd" and answer_id_in({"content": html}) == "ui-0123abcd"
+    assert answer_id_in("<div>x</div>") is None
 
 
 # ---------------------------------------------------------------- documents
@@ -126,7 +185,7 @@ def test_sentences_round_trip():
                                   "..", "a\nb.md", "x" * 250 + ".md"])
 def test_upload_names_with_path_tricks_or_bad_types_are_rejected(name):
     from rag.errors import CorpusError
-    from rag.ui import safe_document_name
+    from rag.corpus import safe_document_name
 
     with pytest.raises(CorpusError):
         safe_document_name(name)
@@ -134,7 +193,7 @@ def test_upload_names_with_path_tricks_or_bad_types_are_rejected(name):
 
 def test_save_upload_limits(tmp_path):
     from rag.errors import CorpusError
-    from rag.ui import MAX_UPLOAD_BYTES, save_upload
+    from rag.corpus import MAX_UPLOAD_BYTES, save_upload
 
     corpus = tmp_path / "corpus"
     big = tmp_path / "big.txt"
@@ -155,7 +214,7 @@ def test_save_upload_limits(tmp_path):
 
 def test_delete_only_listed_documents_and_never_the_last(tmp_path, corpus):
     from rag.errors import CorpusError
-    from rag.ui import delete_document
+    from rag.corpus import delete_document
 
     (tmp_path / "outside.md").write_text("x", encoding="utf-8")
     for bad in ["../outside.md", "missing.md", str(tmp_path / "outside.md")]:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from rag.fakes import FakeEmbedder
-from rag.index import CURRENT, build_index, load_index, scan_sources
+from rag.corpus import scan_sources
+from rag.index import CURRENT, build_index, load_index
 from rag.vectors import (CHOICES, FLAT_KIND, FaissAnnIndex, FaissFlatIndex, ann_params, build_vector_index,
                          choose_kind, load_vector_index)
 

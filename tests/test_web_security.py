@@ -56,7 +56,7 @@ def _index_files(settings) -> list[Path]:
 
 # ---------------------------------------------------------------- bind, share, config
 
-def test_binds_to_localhost_without_a_share_link(app):
+def test_binds_to_localhost_without_a_share_link(app, monkeypatch):
     demo, _, _ = app
     assert demo.server_name == "127.0.0.1" and not demo.share and demo.share_url is None
     import inspect
@@ -65,7 +65,13 @@ def test_binds_to_localhost_without_a_share_link(app):
     from rag.ui import launch
 
     assert inspect.signature(launch).parameters["host"].default == "127.0.0.1"
-    assert 'p.add_argument("--host", default="127.0.0.1"' in (ROOT / "app.py").read_text()  # the entry point's default
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("app_entry", ROOT / "app.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    assert entry.address(None, None)[0] == "127.0.0.1"  # the entry point's default
 
 
 def test_gradio_temp_uploads_are_purged(app):
@@ -76,7 +82,7 @@ def test_gradio_temp_uploads_are_purged(app):
 
 def _paths(app) -> list[str]:
     _, settings, tmp = app
-    corpus, index = settings.corpus_dir.resolve(), settings.index_dir.resolve()
+    corpus = settings.corpus_dir.resolve()
     return [
         "/etc/passwd", "/proc/self/environ", str(Path(__file__).resolve()), str(tmp / "secret.txt"),
         str(corpus / "notes.md"), f"{corpus}/../secret.txt", f"{corpus}/../index/CURRENT", f"{corpus}/../../../etc/passwd",
@@ -123,7 +129,7 @@ def test_uploaded_html_and_svg_are_never_served_inline(app, http):
 
 
 def test_upload_over_the_size_limit_is_refused(http):
-    from rag.ui import MAX_UPLOAD_BYTES
+    from rag.corpus import MAX_UPLOAD_BYTES
 
     r = http.post("/gradio_api/upload", files={"files": ("big.txt", b"x" * (MAX_UPLOAD_BYTES + 1024), "text/plain")})
     assert r.status_code == 413
