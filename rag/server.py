@@ -410,6 +410,6 @@ def mount_ui(app, backend, settings, api_key: str, gradio_api: bool, host: str, 
     gr.mount_gradio_app(
         app, demo, path="/", server_name=host, server_port=port, auth=auth, auth_message="密码是服务端的 RAG_API_KEY" if api_key else None,
         show_error=False, ssr_mode=False, mcp_server=False, pwa=False, allowed_paths=[], blocked_paths=private,
-        max_file_size=rag_ui.MAX_UPLOAD_BYTES, enable_monitoring=False, theme=rag_ui._theme(), css=rag_ui.CSS,
+        max_file_size=rag_ui.MAX_UPLOAD_BYTES, enable_monitoring=False, theme=rag_ui.theme(), css=rag_ui.CSS,
         head=rag_ui.HEAD, footer_links=(["api", "gradio"] if gradio_api else ["gradio"]))
     return demo

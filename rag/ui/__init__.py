@@ -9,9 +9,9 @@
 What `rag serve` (rag.server) and `python app.py` use is importable from here.
 """
 
-from .app import CSS, HEAD, SESSIONS, _theme, build_app, launch
+from .app import CSS, HEAD, SESSIONS, theme, build_app, launch
 from .backend import QUEUE_SIZE, Backend, installed_generators, short_model
 from ..corpus import MAX_UPLOAD_BYTES
 
-__all__ = ["CSS", "HEAD", "SESSIONS", "_theme", "build_app", "launch", "QUEUE_SIZE", "Backend",
+__all__ = ["CSS", "HEAD", "SESSIONS", "theme", "build_app", "launch", "QUEUE_SIZE", "Backend",
            "installed_generators", "short_model", "MAX_UPLOAD_BYTES"]

@@ -30,7 +30,7 @@ CSS = (STATIC / "ui.css").read_text(encoding="utf-8")
 HEAD = f"<script>\n{(STATIC / 'ui.js').read_text(encoding='utf-8')}</script>"  # [n] links; open sources stay open
 
 
-def _theme():
+def theme():
     import gradio as gr
 
     # System fonts only: the default theme pulls web fonts from the internet, which this app must never do.
@@ -137,5 +137,5 @@ def launch(settings: Settings | None = None, host: str = "127.0.0.1", port: int 
         allowed_paths=[], blocked_paths=private, max_file_size=MAX_UPLOAD_BYTES,
         enable_monitoring=False,  # gradio's default serves /monitoring/summary to anyone and prints its key
         state_session_capacity=SESSIONS,
-        theme=_theme(), css=CSS, head=HEAD)
+        theme=theme(), css=CSS, head=HEAD)
     return demo

@@ -3,6 +3,7 @@
 import logging
 import uuid
 
+from ..assistant import HISTORY_TURNS
 from ..config import MAX_QUERY_CHARS
 from ..errors import RagError
 from .backend import short_model
@@ -11,7 +12,6 @@ from .render import answer_id_in, esc, mark_stopped, render_answer, render_error
 
 log = logging.getLogger(__name__)
 
-HISTORY_TURNS = 3  # turns of conversation given to the follow-up rewriter
 MAX_PASSAGES = 10
 EXAMPLES = [
     "Batch Normalization 有什么作用？",
@@ -62,7 +62,7 @@ def answer_turn(backend, question, chat, turns, k, show_scores):
         yield chat, turns
         hits, text, evidence = [], "", []
         k = min(max(int(k or backend.settings.top_k), 1), MAX_PASSAGES)  # the API is not bound by the slider
-        for ev in _events(backend, assistant, question, k, turns[-HISTORY_TURNS:]):
+        for ev in _events(backend, assistant, question, k, turns):
             if ev.kind == "retrieved":
                 hits, evidence = ev.retrieval.hits, ev.evidence
                 chat = chat[:base] + [retrieval_message(question, ev.text, ev.retrieval), {
@@ -74,7 +74,7 @@ def answer_turn(backend, question, chat, turns, k, show_scores):
                 ans = ev.answer
                 chat[-1] = {"role": "assistant", "content": render_answer(
                     ans, turn, scores, short_model(assistant.settings.generator))}
-                turns.append((question, ans.text))
+                turns = [*turns, (question, ans.text)][-HISTORY_TURNS:]  # all the rewriter reads
                 if backend.feedback is not None:
                     backend.feedback.record_answer(f"ui-{turn}", ans, assistant.settings.generator, backend)
             yield chat, turns
