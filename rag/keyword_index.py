@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import IndexCorrupt
-from .lexical import ANALYZERS, B, K1, LexicalHit, analyze_query, idf
+from .lexical import ANALYZERS, LexicalHit, analyze_query, idf
 
 FORMAT = "tantivy-1"
 ANALYZER_VERSION = 1  # bump when rag.lexical.tokenize / bigrams change what they emit

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexCorrupt, RagError
+from .index_sizing import ann_params, choose_kind
 
 ARTIFACT = "vectors.milvus.json"
 LITE_DB = "milvus.db"
@@ -73,8 +74,6 @@ def release_lite(uri: str) -> None:
 
 def milvus_params(kind: str, n: int, dim: int, **search) -> dict:
     """Milvus index type and parameters for one of rag.vectors' kinds (sized as for FAISS)."""
-    from .vectors import ann_params, choose_kind
-
     if kind == "auto":
         kind = choose_kind(n, dim)
     if kind in ("flat", "faiss-flat-ip"):
@@ -157,7 +156,7 @@ class MilvusIndex:
         ip = c.prepare_index_params()
         ip.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=self.build_params)
         if self.keywords:
-            from .keyword_index import B, K1
+            from .lexical import B, K1
 
             for f in KEYWORD_FIELDS:
                 ip.add_index(field_name=f + "_bm25", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from rag.fakes import FakeEmbedder
-from rag.index import CURRENT, build_index, load_index, scan_sources
+from rag.generations import CURRENT
+from rag.index import build_index, load_index, scan_sources
 from rag.milvus_store import ARTIFACT, collection_name, is_lite, milvus_params
 from rag.vectors import build_vector_index, load_vector_index
 
