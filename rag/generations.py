@@ -106,7 +106,7 @@ def verify_artifacts(gen: Path, manifest: dict, full: bool = False) -> None:
             raise IndexCorrupt(f"{p} fails its checksum (truncated or corrupted); run `rag index --rebuild`")
 
 
-# ---------------------------------------------------------------- writing
+# ---------------------------------------------------------------- the lock, errors, cleanup
 
 @contextmanager
 def write_lock(index_dir: Path, wait: float = 0.0):
@@ -193,7 +193,10 @@ def _stamp() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
 
 
+# ---------------------------------------------------------------- the shared keyword store
+
 def keywords_usable(index_dir: Path, manifest: dict) -> bool:
+    """Whether the keyword store the manifest names is there and was built with today's analyzers."""
     kw = manifest.get("keyword") or {}
     if kw.get("store") == "milvus":  # the keyword legs live in the generation's Milvus collection
         return kw.get("fingerprint") == keyword_fingerprint()
@@ -247,6 +250,8 @@ def update_keywords(index_dir: Path, old_gen: Path | None, old_manifest: dict | 
     removed = sorted(d for d in known.values() if d not in kept)  # the live generation still shows them
     return {"dir": path.name, "fingerprint": fp, "next_docid": next_docid, "removed": removed}, docids
 
+
+# ---------------------------------------------------------------- writing a generation
 
 def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, manifest: dict,
                      vector_request: dict | None = None, docids: Sequence[int] | None = None) -> Path:

@@ -4,7 +4,7 @@ Which kind for how many vectors, and its parameters, are rag.index_sizing's rule
 guidelines); this module turns them into FAISS indexes and hands store="milvus" to rag.milvus_store.
 
 Deletes: HNSW graphs cannot remove vectors (faiss raises on remove_ids) and IVF lists can. We never
-edit an index in place: each generation of rag.index is written from the vectors stored in SQLite,
+edit an index in place: each generation (rag.generations) is written from the vectors stored in SQLite,
 so every kind is rebuilt (retrained if it needs training) per generation; its cost is the build time
 in the benchmark report (seconds for 100k vectors, minutes for millions).
 
