@@ -110,7 +110,8 @@ def served(index_dir: Path, probe: str | None = None) -> tuple[str | None, str |
     from rag.config import Settings
     from rag.assistant import Assistant
     from rag.errors import RagError
-    from rag.index import current_generation, load_index
+    from rag.generations import current_generation
+    from rag.index import load_index
 
     try:
         gen = current_generation(index_dir)

@@ -227,7 +227,8 @@ def in_memory_suite(dataset: str, n: int, dim: int, identities: int, nq: int, ki
     """All vectors in RAM (n * dim * 4 bytes): exact ground truth by FAISS Flat."""
     import faiss
 
-    from .vectors import FaissAnnIndex, FaissFlatIndex, ann_params
+    from .index_sizing import ann_params
+    from .vectors import FaissAnnIndex, FaissFlatIndex
 
     gen = FaceLikeVectors(dim, identities)
     t = time.perf_counter()

@@ -18,7 +18,8 @@ from .evidence import Evidence, best_score, select_evidence
 from .verify import KEPT, VerifiedAnswer, releasable, verify_answer
 from .errors import GenerationError, IndexMissing, RagError
 from .corpus import scan_sources
-from .index import BuildReport, LoadedIndex, build_index, check_embedder, current_generation, load_index
+from .generations import current_generation
+from .index import BuildReport, LoadedIndex, build_index, check_embedder, load_index
 from .retriever import Hit, Retrieval, Retriever, clean_query
 
 HISTORY_TURNS = 3  # turns of conversation the follow-up rewriter reads (callers pass the whole history)

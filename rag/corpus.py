@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import CorpusError, LoaderError, RagError
-from .index import SourceFile, current_generation, file_sha256, read_manifest
+from .generations import current_generation, file_sha256, read_manifest
+from .index import SourceFile
 from .loaders import SUPPORTED_SUFFIXES
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024

@@ -65,7 +65,7 @@ class FeedbackStore:
         """Remember a served answer so that feedback on it can name what was retrieved and said."""
         generation = None
         try:
-            from .index import current_generation
+            from .generations import current_generation
 
             gen = current_generation(backend.settings.index_dir) if backend is not None else None
             generation = gen.name if gen else None

@@ -1,51 +1,30 @@
-"""The on-disk index: generations, manifest, checksums, lock, incremental builds.
+"""Building and loading the index: source files in, chunks -> embeddings -> stores out.
 
-Layout of `index/`:
-    CURRENT                 name of the live generation (replaced atomically)
-    gen-<time>-<pid>/       one complete build: manifest.json, chunks.sqlite, vectors.faiss
-    keyword-<time>-<pid>/   the keyword legs' inverted index (tantivy), shared by the generations
-    .lock                   held (flock) by the one process allowed to write
-A build writes a new generation in a `.tmp` directory, fsyncs it, renames it, then swaps CURRENT;
-a crash at any point leaves the previous generation serving. Generation directories are never
-modified in place. The keyword store is the exception, because rewriting it per build would cost
-minutes at a million chunks: a build adds only its new chunks' documents in one atomic tantivy
-commit, each generation sees exactly the documents its chunk table names (rag.keyword_index), and a
-store built with other analyzers, or by `--rebuild`, is replaced by a new directory.
+A build reads the files that changed since the live generation, chunks them, embeds only chunks it
+has no vector for, updates the keyword store and writes the next generation; a load opens the live
+generation and checks it against its manifest. How generations sit on disk, stay crash-safe and are
+cleaned up is rag.generations; the chunk table is rag.chunk_store.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import json
-import os
-import shutil
-import sqlite3
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from .chunk_store import ChunkStore, read_chunks, read_docids, read_vectors
 from .chunking import Chunk, ChunkerSettings, chunk_document
-from .errors import CorpusError, DiskFull, EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing, LoaderError, RagError
-from .keyword_index import KeywordIndex, KeywordWriter, MilvusKeywords, read_meta
+from .errors import CorpusError, EmbedderMismatch, IndexCorrupt, IndexMissing, LoaderError, RagError
+from .generations import (CHUNKS_DB, DEFAULT_VECTOR_REQUEST, FORMAT_VERSION, VECTORS, cleanup_stale, current_generation,
+                          file_sha256, keywords_usable, read_manifest, update_keywords, verify_artifacts,
+                          write_generation, write_lock)
+from .keyword_index import KeywordIndex, MilvusKeywords
 from .keyword_index import fingerprint as keyword_fingerprint
-from .loaders import load_file, sha256_bytes
-from .vectors import VectorIndex, build_vector_index, drop_vector_index, load_vector_index
-
-FORMAT_VERSION = 3  # 3: keyword legs in a tantivy store (2 had bm25.json per generation)
-CURRENT = "CURRENT"
-MANIFEST = "manifest.json"
-CHUNKS_DB = "chunks.sqlite"
-VECTORS = "vectors.faiss"
-KEYWORD_PREFIX = "keyword-"
-KEEP_GENERATIONS = 2  # the live one and its predecessor (readers may still hold it)
-# What a generation's vectors were built as; manifests written before it existed were this.
-DEFAULT_VECTOR_REQUEST = {"index": "auto", "store": "faiss"}
+from .loaders import load_file
+from .vectors import VectorIndex, load_vector_index
 
 
 @dataclass
@@ -85,62 +64,7 @@ class LoadedIndex:
         return self.manifest["embedder"]["id"]
 
 
-# ---------------------------------------------------------------- generations
-
-def current_generation(index_dir: Path) -> Path | None:
-    try:
-        name = (Path(index_dir) / CURRENT).read_text().strip()
-    except FileNotFoundError:
-        return None
-    if not name or "/" in name or name.startswith("."):
-        raise IndexCorrupt(f"{index_dir / CURRENT} is invalid; run `rag index --rebuild`")
-    gen = Path(index_dir) / name
-    if not gen.is_dir():
-        raise IndexCorrupt(f"{index_dir / CURRENT} points at missing {name}; run `rag index --rebuild`")
-    return gen
-
-
-def read_manifest(gen: Path) -> dict:
-    try:
-        manifest = json.loads((gen / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise IndexCorrupt(f"{gen / MANIFEST} is missing; run `rag index --rebuild`") from None
-    except (ValueError, UnicodeDecodeError):
-        raise IndexCorrupt(f"{gen / MANIFEST} is not valid JSON; run `rag index --rebuild`") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexCorrupt(f"{gen / MANIFEST}: format {manifest.get('format_version')} != {FORMAT_VERSION}; "
-                           "run `rag index --rebuild`")
-    return manifest
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-QUICK_VERIFY_BYTES = 64 * 2**20  # from this size a load trusts an unchanged size + mtime (see below)
-
-
-def verify_artifacts(gen: Path, manifest: dict, full: bool = False) -> None:
-    """Check every artifact against the manifest. Hashing is skipped on load (`full=False`) for large
-    files whose size and modification time are those recorded at build time: at a million chunks
-    the artifacts are gigabytes and hashing them took longer than the whole load target (2 s).
-    Any other change (truncation, a rewrite, a copy) is hashed; `rag index` always hashes."""
-    for name, meta in manifest.get("artifacts", {}).items():
-        p = gen / name
-        if not p.exists():
-            raise IndexCorrupt(f"{p} is missing; run `rag index --rebuild`")
-        st = p.stat()
-        if st.st_size != meta["bytes"]:
-            raise IndexCorrupt(f"{p} fails its checksum (truncated or corrupted); run `rag index --rebuild`")
-        if not full and st.st_size >= QUICK_VERIFY_BYTES and meta.get("mtime_ns") == st.st_mtime_ns:
-            continue
-        if file_sha256(p) != meta["sha256"]:
-            raise IndexCorrupt(f"{p} fails its checksum (truncated or corrupted); run `rag index --rebuild`")
-
+# ---------------------------------------------------------------- corpus scan
 
 def check_embedder(manifest: dict, embedder_id: str, dim: int | None = None, fingerprint: str | None = None) -> None:
     built = manifest["embedder"]
@@ -181,322 +105,7 @@ def load_index(index_dir: Path, embedder_id: str | None = None, vector_search: d
     return LoadedIndex(gen, manifest, chunks, vectors, bm25)
 
 
-# ---------------------------------------------------------------- chunk store (SQLite, no pickle)
-
-_SCHEMA = """CREATE TABLE chunks (
-    row INTEGER PRIMARY KEY, id TEXT NOT NULL, source TEXT NOT NULL, heading TEXT NOT NULL,
-    text TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, line INTEGER NOT NULL,
-    file_sha256 TEXT NOT NULL, vector BLOB NOT NULL);
-CREATE TABLE docids (row INTEGER PRIMARY KEY, docid INTEGER NOT NULL)"""
-# docids apart from the chunks: reading them at load must not page in every chunk's text and vector
-_COLS = ("id", "source", "heading", "text", "start", "end", "line", "file_sha256")
-_SELECT = ", ".join(f'"{c}"' for c in _COLS)
-
-
-def read_chunks(db: Path) -> list[Chunk]:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            rows = con.execute(f"SELECT {_SELECT} FROM chunks ORDER BY row").fetchall()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as e:
-        raise IndexCorrupt(f"{db}: {e}; run `rag index --rebuild`") from None
-    return [Chunk(*r) for r in rows]
-
-
-class ChunkStore(Sequence):
-    """A generation's chunks, read by row on demand: a million chunks as Python objects would take
-    seconds to load and gigabytes to hold, and a query needs a few dozen."""
-
-    def __init__(self, db: Path):
-        self.db = Path(db)
-        try:
-            self._con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
-            # max(row) is one b-tree descent; count(*) would read every page (gigabytes at 1M chunks)
-            last = self._con.execute("SELECT max(row) FROM chunks").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise IndexCorrupt(f"{db}: {e}; run `rag index --rebuild`") from None
-        self._n = 0 if last is None else last + 1  # load_index compares it with the manifest
-        self._lock = threading.Lock()  # one connection, shared by the UI's worker threads
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._n))]
-        i = int(i)
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(i)
-        with self._lock:
-            row = self._con.execute(f"SELECT {_SELECT} FROM chunks WHERE row = ?", (i,)).fetchone()
-        if row is None:
-            raise IndexCorrupt(f"{self.db}: row {i} is missing; run `rag index --rebuild`")
-        return Chunk(*row)
-
-    def __iter__(self) -> Iterator[Chunk]:
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        try:
-            for r in con.execute(f"SELECT {_SELECT} FROM chunks ORDER BY row"):
-                yield Chunk(*r)
-        finally:
-            con.close()
-
-
-def read_docids(db: Path) -> np.ndarray:
-    """The keyword store's document id of every row."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return np.fromiter((d for (d,) in con.execute("SELECT docid FROM docids ORDER BY row")), dtype=np.int64)
-    finally:
-        con.close()
-
-
-def read_docid_map(db: Path) -> dict[str, int]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return dict(con.execute("SELECT c.id, d.docid FROM chunks c JOIN docids d ON c.row = d.row"))
-    finally:
-        con.close()
-
-
-def read_vectors(db: Path) -> dict[str, np.ndarray]:
-    """Chunk id -> stored embedding, for reuse by an incremental build."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return {cid: np.frombuffer(blob, dtype=np.float32) for cid, blob in con.execute("SELECT id, vector FROM chunks")}
-    finally:
-        con.close()
-
-
-def write_chunks(db: Path, chunks: list[Chunk], vectors: np.ndarray, docids: Sequence[int]) -> None:
-    con = sqlite3.connect(db)
-    try:
-        con.executescript(_SCHEMA)
-        con.executemany(
-            'INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-            ((i, c.id, c.source, c.heading, c.text, c.start, c.end, c.line, c.file_sha256,
-              np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes()) for i, c in enumerate(chunks)))
-        con.executemany("INSERT INTO docids VALUES (?, ?)", ((i, int(d)) for i, d in enumerate(docids)))
-        con.commit()
-    finally:
-        con.close()
-
-
-# ---------------------------------------------------------------- writing
-
-@contextmanager
-def write_lock(index_dir: Path, wait: float = 0.0):
-    import fcntl
-
-    try:
-        index_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(index_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:  # read-only or foreign index directory: say so, write nothing
-        raise _write_error(e, index_dir) or RagError(f"cannot write {index_dir}: {e.strerror or e}") from None
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise IndexLocked(f"another `rag index` is writing {index_dir} (lock held); try again when it finishes") from None
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
-
-
-_DISK_FULL = ("No space left", "File too large", "Disk quota", "database or disk is full", "disk I/O error")
-_NO_ACCESS = ("Permission denied", "Read-only file system", "attempt to write a readonly database")
-
-
-def _write_error(e: BaseException, index_dir: Path) -> RagError | None:
-    """The typed error for a failed index write, or None when it is not about the disk. SQLite and
-    FAISS report a full disk (or RLIMIT_FSIZE) in their own words, not as an OSError."""
-    code, text = getattr(e, "errno", None), str(e)
-    if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or any(t in text for t in _DISK_FULL):
-        return DiskFull(f"disk full while writing {index_dir}; the previous index is untouched")
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or any(t in text for t in _NO_ACCESS):
-        reason = getattr(e, "strerror", None) or next(t for t in _NO_ACCESS if t in text)
-        return RagError(f"cannot write {index_dir}: {reason}; the previous index is untouched")
-    return None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def cleanup_stale(index_dir: Path, previous: str | None = None) -> None:
-    """Remove leftovers of crashed builds and generations beyond the ones kept. Caller holds the lock.
-
-    Kept: the live generation and `previous`, the one live before it (a reader may still be loading
-    it); a generation a killed build renamed but never made live goes. Without `previous` the newest
-    generations stand in for it."""
-    try:
-        live = current_generation(index_dir)
-    except IndexCorrupt:
-        live = None
-    for p in index_dir.iterdir():
-        if p.name.endswith(".tmp") or p.name.startswith(CURRENT + ".tmp"):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    gens = sorted((p for p in index_dir.glob("gen-*") if p.is_dir()), key=lambda p: p.name)
-    keep = {live.name} if live else set()
-    keep.update([previous] if previous else (p.name for p in gens[-KEEP_GENERATIONS:]))
-    for p in gens:
-        if p.name not in keep:
-            _drop_external(p)
-            shutil.rmtree(p, ignore_errors=True)
-    # Keyword stores no remaining generation uses (replaced by a rebuild, or left by a crashed one).
-    used = set()
-    for p in index_dir.glob("gen-*"):
-        try:
-            used.add(json.loads((p / MANIFEST).read_text()).get("keyword", {}).get("dir"))
-        except (OSError, ValueError, AttributeError):
-            if p.is_dir():
-                return  # a generation we cannot read may use any of them: keep all
-    for p in index_dir.glob(KEYWORD_PREFIX + "*"):
-        if p.is_dir() and p.name not in used:
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _drop_external(gen: Path) -> None:
-    """Drop what a generation keeps outside its directory (a collection on a Milvus server)."""
-    try:
-        drop_vector_index(json.loads((gen / MANIFEST).read_text()).get("vector_index", {}), gen)
-    except Exception:  # best effort: an unreachable server must not block a local build
-        pass
-
-
-def _stamp() -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
-
-
-def _keywords_usable(index_dir: Path, manifest: dict) -> bool:
-    kw = manifest.get("keyword") or {}
-    if kw.get("store") == "milvus":  # the keyword legs live in the generation's Milvus collection
-        return kw.get("fingerprint") == keyword_fingerprint()
-    return bool(kw.get("dir")) and read_meta(index_dir / kw["dir"]) == keyword_fingerprint() == kw.get("fingerprint")
-
-
-def update_keywords(index_dir: Path, old_gen: Path | None, old_manifest: dict | None, chunks: list[Chunk],
-                    progress: Callable | None = None) -> tuple[dict, np.ndarray]:
-    """Bring the keyword store up to `chunks` (the next generation's rows) in one commit.
-
-    Chunks the live generation had keep their documents; new chunks get new docids and documents.
-    Documents only the generation before the live one could see (`removed` by the live build) are
-    deleted, and so are those a crashed build left (docid >= the live `next_docid`). With no live
-    store, or one built with other analyzers, a new store is made. Returns the manifest entry and the
-    docid of each chunk. Caller holds the lock."""
-    old = (old_manifest or {}).get("keyword")
-    fp = keyword_fingerprint()
-    reuse = old_gen is not None and old_manifest is not None and _keywords_usable(index_dir, old_manifest)
-    path = index_dir / old["dir"] if reuse else index_dir / (KEYWORD_PREFIX + _stamp())
-    known = read_docid_map(old_gen / CHUNKS_DB) if reuse else {}
-    next_docid = int(old["next_docid"]) if reuse else 0
-    docids = np.empty(len(chunks), dtype=np.int64)
-    new_rows = []
-    for i, c in enumerate(chunks):
-        d = known.get(c.id)
-        if d is None:
-            d, next_docid = next_docid, next_docid + 1
-            new_rows.append(i)
-        docids[i] = d
-    writer = None
-    try:
-        writer = KeywordWriter(path, create=not reuse)
-        if reuse:
-            writer.delete_from(int(old["next_docid"]))  # issued before the adds: they are not affected
-            writer.delete(old.get("removed", []))
-        writer.add(docids[new_rows], [chunks[i].embed_text() for i in new_rows], progress)
-        writer.commit()
-    except BaseException as e:
-        if writer is not None:
-            try:
-                writer.rollback()
-            except Exception:
-                pass
-        if not reuse:
-            shutil.rmtree(path, ignore_errors=True)
-        typed = _write_error(e, index_dir) if isinstance(e, (OSError, ValueError, RuntimeError)) else None
-        if typed is not None:
-            raise typed from None
-        raise
-    kept = set(docids.tolist())
-    removed = sorted(d for d in known.values() if d not in kept)  # the live generation still shows them
-    return {"dir": path.name, "fingerprint": fp, "next_docid": next_docid, "removed": removed}, docids
-
-
-def write_generation(index_dir: Path, chunks: list[Chunk], vectors: np.ndarray, manifest: dict,
-                     vector_request: dict | None = None, docids: Sequence[int] | None = None) -> Path:
-    """Write a complete generation, then switch CURRENT to it. Caller holds the lock; the keyword
-    store already has the documents `docids` (row -> document) name (update_keywords)."""
-    name = f"gen-{_stamp()}"
-    tmp = index_dir / (name + ".tmp")
-    final = index_dir / name
-    try:
-        tmp.mkdir(parents=True)
-        dim = manifest["embedder"]["dim"]
-        write_chunks(tmp / CHUNKS_DB, chunks, vectors, range(len(chunks)) if docids is None else docids)
-        req = dict(vector_request or DEFAULT_VECTOR_REQUEST)
-        opts = {k: v for k, v in req.items() if k not in ("index", "store") and v}
-        texts = [c.embed_text() for c in chunks] if req["store"] == "milvus" else None
-        vindex = build_vector_index(req["index"], dim, vectors, store=req["store"], gen_dir=tmp,
-                                    generation=name, texts=texts, **opts)
-        vart = getattr(vindex, "artifact", VECTORS)
-        vindex.save(tmp / vart)
-        manifest = dict(manifest)
-        manifest["vector_index"] = vindex.params()
-        manifest["vector_request"] = req
-        manifest["counts"] = {"chunks": len(chunks)}
-        manifest["artifacts"] = {}
-        for art in (CHUNKS_DB, vart):
-            _fsync_file(tmp / art)
-            st = (tmp / art).stat()  # rename keeps mtime_ns: a load can tell an untouched file (verify_artifacts)
-            manifest["artifacts"][art] = {"sha256": file_sha256(tmp / art), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
-        _fsync_file(tmp / MANIFEST)
-        _fsync_dir(tmp)
-        os.rename(tmp, final)
-        _fsync_dir(index_dir)
-        cur_tmp = index_dir / (CURRENT + ".tmp")
-        cur_tmp.write_text(name + "\n")
-        _fsync_file(cur_tmp)
-        os.replace(cur_tmp, index_dir / CURRENT)
-        _fsync_dir(index_dir)
-    except BaseException as e:
-        # Nothing of a failed or interrupted build stays behind, unless it already went live.
-        shutil.rmtree(tmp, ignore_errors=True)
-        (index_dir / (CURRENT + ".tmp")).unlink(missing_ok=True)
-        try:
-            live = (index_dir / CURRENT).read_text().strip()
-        except OSError:
-            live = None
-        if final.exists() and live != name:
-            shutil.rmtree(final, ignore_errors=True)
-        typed = _write_error(e, index_dir) if isinstance(e, (OSError, sqlite3.Error, RuntimeError)) else None
-        if typed is not None:
-            raise typed from None
-        raise
-    return final
-
+# ---------------------------------------------------------------- building
 
 def build_index(
     sources: list[SourceFile],
@@ -524,144 +133,223 @@ def build_index(
     report = BuildReport()
     with write_lock(index_dir, wait=lock_wait):
         cleanup_stale(index_dir)
-        old_gen, old_manifest = None, None
-        if not rebuild:
-            try:
-                old_gen = current_generation(index_dir)
-                if old_gen is not None:
-                    old_manifest = read_manifest(old_gen)
-                    verify_artifacts(old_gen, old_manifest, full=True)
-            except IndexCorrupt as e:
-                warn(f"{e} — rebuilding from scratch")
-                old_gen, old_manifest = None, None
-        if old_manifest is not None:
-            check_embedder(old_manifest, embedder_id)
-            if old_manifest.get("chunker") != chunker.to_dict():
-                warn("chunker settings changed — re-chunking every file")
-                old_manifest = dict(old_manifest, files={})
-        old_files: dict[str, dict] = old_manifest["files"] if old_manifest else {}
-        hashes = {}
-        for sf in sources:
-            try:
-                hashes[sf.source] = file_sha256(sf.path)
-            except OSError as e:
-                report.skipped.append((sf.source, f"cannot read: {e.strerror or e}"))
-        current = {s.source for s in sources if s.source in hashes}
-        report.removed = sorted(set(old_files) - {s.source for s in sources})
-        report.unchanged = sorted(s for s in current if s in old_files and old_files[s]["sha256"] == hashes[s])
-        todo = [s for s in sources if s.source in hashes and s.source not in report.unchanged]
+        prev = _previous(index_dir, rebuild, embedder_id, chunker, warn)
+        hashes = _hash_sources(sources, report)
+        todo = _sort_sources(sources, hashes, prev, report)
         request = {k: v for k, v in (vector_request or DEFAULT_VECTOR_REQUEST).items() if v}
-        vectors_changed = old_manifest is not None and old_manifest.get("vector_request", DEFAULT_VECTOR_REQUEST) != request
-        if old_manifest is not None and not _keywords_usable(index_dir, old_manifest):
-            warn("keyword index missing or built by other analyzers — rebuilding it")
-            vectors_changed = True  # not a no-op: write a generation with a new keyword store
-        if old_gen is not None and not todo and not report.removed and not report.skipped and not vectors_changed:
-            report.chunks = old_manifest["counts"]["chunks"]
-            report.seconds = time.monotonic() - t0
-            return report
+        stores_changed = _stores_changed(index_dir, prev, request, warn)
+        if prev.gen is not None and not todo and not report.removed and not report.skipped and not stores_changed:
+            return _finish(report, t0, prev.manifest["counts"]["chunks"])
 
-        old_chunks = read_chunks(old_gen / CHUNKS_DB) if old_gen is not None else []
-        old_by_source: dict[str, list[Chunk]] = {}
-        for c in old_chunks:
-            old_by_source.setdefault(c.source, []).append(c)
-
-        files_meta: dict[str, dict] = {s: old_files[s] for s in report.unchanged}
-        new_chunks: dict[str, list[Chunk]] = {s: old_by_source.get(s, []) for s in report.unchanged}
-        skipped_meta: list[dict] = []
-        # The same bytes under a second name would fill the top-k with twin passages: the name indexed
-        # first keeps them (already indexed, else sorted order); the copy is indexed if that one goes.
-        first_of = {old_files[s]["sha256"]: s for s in reversed(report.unchanged)}
-        dropped = False
-        bar = progress(total=len(todo), desc="reading", unit="file") if progress and len(todo) > 1 else None
-        for sf in todo:
-            if bar:
-                bar.update(1)
-            try:
-                doc = load_file(sf.path, sf.source)
-                if doc.sha256 != hashes[sf.source]:
-                    raise LoaderError(sf.path, "file changed while indexing; run `rag index` again")
-                chunks = chunk_document(doc, chunker)
-                if not chunks:
-                    raise LoaderError(sf.path, "no text to index")
-            except LoaderError as e:
-                report.skipped.append((sf.source, e.reason))
-                skipped_meta.append({"source": sf.source, "reason": e.reason})
-                if sf.source in old_files:  # keep what we had: nothing is lost on a bad update
-                    files_meta[sf.source] = old_files[sf.source]
-                    new_chunks[sf.source] = old_by_source.get(sf.source, [])
-                continue
-            first = first_of.setdefault(doc.sha256, sf.source)
-            if first != sf.source:
-                reason = f"same content as {first}; not indexed twice"
-                report.skipped.append((sf.source, reason))
-                skipped_meta.append({"source": sf.source, "reason": reason})
-                dropped = dropped or sf.source in old_files
-                continue
-            (report.changed if sf.source in old_files else report.added).append(sf.source)
-            files_meta[sf.source] = {"sha256": doc.sha256, "chunks": len(chunks), "encoding": doc.encoding,
-                                     "bytes": sf.path.stat().st_size, "indexed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            new_chunks[sf.source] = chunks
-        if bar:
-            bar.close()
-        for sf in sources:  # unreadable files that had been indexed keep their chunks as well
-            if sf.source not in hashes and sf.source in old_files:
-                files_meta[sf.source] = old_files[sf.source]
-                new_chunks[sf.source] = old_by_source.get(sf.source, [])
-
-        ordered = [c for s in sorted(new_chunks) for c in new_chunks[s]]
+        read = _read_sources(sources, todo, hashes, prev, chunker, report, progress)
+        ordered = [c for s in sorted(read.chunks) for c in read.chunks[s]]
         report.timings["read"] = time.monotonic() - t0
         if not ordered:
             raise CorpusError("nothing to index: no readable documents"
                               + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
-        known = read_vectors(old_gen / CHUNKS_DB) if old_gen is not None else {}
+        known = read_vectors(prev.gen / CHUNKS_DB) if prev.gen is not None else {}
         missing = [i for i, c in enumerate(ordered) if c.id not in known]
-        if (old_gen is not None and not missing and not report.removed and not report.added and not report.changed and not vectors_changed
-                and not dropped):
-            report.chunks = len(ordered)
-            report.seconds = time.monotonic() - t0
-            return report
-        embedder = load_embedder() if missing else None
-        dim = embedder.dim if embedder is not None else old_manifest["embedder"]["dim"]
-        fingerprint = (getattr(embedder, "fingerprint", "") if embedder is not None
-                       else old_manifest["embedder"].get("fingerprint", ""))
-        vectors = np.zeros((len(ordered), dim), dtype=np.float32)
-        for i, c in enumerate(ordered):
-            if c.id in known:
-                vectors[i] = known[c.id]
-        if missing:
-            if old_manifest is not None:
-                check_embedder(old_manifest, embedder_id, embedder.dim, getattr(embedder, "fingerprint", None))
-            batch = 64
-            bar = progress(total=len(missing), desc="embedding", unit="chunk") if progress else None
-            try:
-                for b in range(0, len(missing), batch):
-                    rows = missing[b:b + batch]
-                    vectors[rows] = embedder.embed_documents([ordered[i].embed_text() for i in rows])
-                    if bar:
-                        bar.update(len(rows))
-            finally:
-                if bar:
-                    bar.close()
+        if (prev.gen is not None and not missing and not report.removed and not report.added and not report.changed
+                and not stores_changed and not read.dropped):
+            return _finish(report, t0, len(ordered))
+        vectors, embedder = _embed(ordered, known, missing, prev, embedder_id, load_embedder, progress)
         report.embedded = len(missing)
         report.timings["embed"] = time.monotonic() - t0 - report.timings["read"]
         manifest = {
             "format_version": FORMAT_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "embedder": {"id": embedder_id, "dim": dim, "fingerprint": fingerprint},
+            "embedder": embedder,
             "chunker": chunker.to_dict(),
-            "files": files_meta,
-            "skipped": skipped_meta,
+            "files": read.files,
+            "skipped": read.skipped,
         }
-        t1 = time.monotonic()
-        if request.get("store") == "milvus":  # keyword legs go into the generation's collection
-            manifest["keyword"], docids = {"store": "milvus", "fingerprint": keyword_fingerprint()}, None
-        else:
-            manifest["keyword"], docids = update_keywords(index_dir, old_gen, old_manifest, ordered, progress)
-        t2 = time.monotonic()
-        gen = write_generation(index_dir, ordered, vectors, manifest, request, docids)
-        report.timings.update(keywords=t2 - t1, write=time.monotonic() - t2)
-        cleanup_stale(index_dir, previous=old_gen.name if old_gen is not None else None)
-        report.generation = gen.name
-        report.chunks = len(ordered)
-        report.seconds = time.monotonic() - t0
-        return report
+        report.generation = _write(index_dir, prev, ordered, vectors, manifest, request, report, progress).name
+        cleanup_stale(index_dir, previous=prev.gen.name if prev.gen is not None else None)
+        return _finish(report, t0, len(ordered))
+
+
+@dataclass
+class _Previous:
+    """The live generation a build starts from: none on a first build, on --rebuild, or when it is damaged."""
+    gen: Path | None = None
+    manifest: dict | None = None
+    by_source: dict[str, list[Chunk]] | None = None  # its chunks, read when a file needs them
+
+    @property
+    def files(self) -> dict[str, dict]:
+        return self.manifest["files"] if self.manifest else {}
+
+    def chunks_of(self, source: str) -> list[Chunk]:
+        if self.by_source is None:
+            self.by_source = {}
+            for c in read_chunks(self.gen / CHUNKS_DB) if self.gen is not None else []:
+                self.by_source.setdefault(c.source, []).append(c)
+        return self.by_source.get(source, [])
+
+
+@dataclass
+class _Read:
+    """What the next generation holds per file, after reading the changed ones."""
+    files: dict[str, dict] = field(default_factory=dict)  # source -> manifest entry
+    chunks: dict[str, list[Chunk]] = field(default_factory=dict)  # source -> its chunks
+    skipped: list[dict] = field(default_factory=list)  # manifest entries {"source", "reason"}
+    dropped: bool = False  # an indexed file became a copy of another one and leaves the index
+
+
+def _finish(report: BuildReport, t0: float, chunks: int) -> BuildReport:
+    report.chunks = chunks
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _previous(index_dir: Path, rebuild: bool, embedder_id: str, chunker: ChunkerSettings,
+              warn: Callable[[str], None]) -> _Previous:
+    """The live generation, fully verified; a damaged one is rebuilt from scratch, and one chunked with
+    other settings keeps its vectors but has every file re-chunked."""
+    if rebuild:
+        return _Previous()
+    try:
+        gen = current_generation(index_dir)
+        if gen is None:
+            return _Previous()
+        manifest = read_manifest(gen)
+        verify_artifacts(gen, manifest, full=True)
+    except IndexCorrupt as e:
+        warn(f"{e} — rebuilding from scratch")
+        return _Previous()
+    check_embedder(manifest, embedder_id)
+    if manifest.get("chunker") != chunker.to_dict():
+        warn("chunker settings changed — re-chunking every file")
+        manifest = dict(manifest, files={})
+    return _Previous(gen, manifest)
+
+
+def _hash_sources(sources: list[SourceFile], report: BuildReport) -> dict[str, str]:
+    """sha256 of every readable source; unreadable ones are skipped in the report."""
+    hashes = {}
+    for sf in sources:
+        try:
+            hashes[sf.source] = file_sha256(sf.path)
+        except OSError as e:
+            report.skipped.append((sf.source, f"cannot read: {e.strerror or e}"))
+    return hashes
+
+
+def _sort_sources(sources: list[SourceFile], hashes: dict[str, str], prev: _Previous,
+                  report: BuildReport) -> list[SourceFile]:
+    """Fill the report's removed and unchanged files; return the readable files to (re)read."""
+    old_files = prev.files
+    current = {s.source for s in sources if s.source in hashes}
+    report.removed = sorted(set(old_files) - {s.source for s in sources})
+    report.unchanged = sorted(s for s in current if s in old_files and old_files[s]["sha256"] == hashes[s])
+    return [s for s in sources if s.source in hashes and s.source not in report.unchanged]
+
+
+def _stores_changed(index_dir: Path, prev: _Previous, request: dict, warn: Callable[[str], None]) -> bool:
+    """Whether the stores must be rewritten even with no file changed: another vector index was
+    asked for, or the keyword store is missing or was built by other analyzers."""
+    if prev.manifest is None:
+        return False
+    changed = prev.manifest.get("vector_request", DEFAULT_VECTOR_REQUEST) != request
+    if not keywords_usable(index_dir, prev.manifest):
+        warn("keyword index missing or built by other analyzers — rebuilding it")
+        changed = True  # not a no-op: write a generation with a new keyword store
+    return changed
+
+
+def _read_sources(sources: list[SourceFile], todo: list[SourceFile], hashes: dict[str, str], prev: _Previous,
+                  chunker: ChunkerSettings, report: BuildReport, progress: Callable | None) -> _Read:
+    """Load and chunk the files in `todo`; unchanged files, and indexed files that now fail to load,
+    keep what the live generation has for them."""
+    old_files = prev.files
+    read = _Read(files={s: old_files[s] for s in report.unchanged},
+                 chunks={s: prev.chunks_of(s) for s in report.unchanged})
+    # The same bytes under a second name would fill the top-k with twin passages: the name indexed
+    # first keeps them (already indexed, else sorted order); the copy is indexed if that one goes.
+    first_of = {old_files[s]["sha256"]: s for s in reversed(report.unchanged)}
+    bar = progress(total=len(todo), desc="reading", unit="file") if progress and len(todo) > 1 else None
+    for sf in todo:
+        if bar:
+            bar.update(1)
+        try:
+            doc = load_file(sf.path, sf.source)
+            if doc.sha256 != hashes[sf.source]:
+                raise LoaderError(sf.path, "file changed while indexing; run `rag index` again")
+            chunks = chunk_document(doc, chunker)
+            if not chunks:
+                raise LoaderError(sf.path, "no text to index")
+        except LoaderError as e:
+            _skip(read, report, sf.source, e.reason)
+            if sf.source in old_files:  # keep what we had: nothing is lost on a bad update
+                _keep(read, prev, sf.source)
+            continue
+        first = first_of.setdefault(doc.sha256, sf.source)
+        if first != sf.source:
+            _skip(read, report, sf.source, f"same content as {first}; not indexed twice")
+            read.dropped = read.dropped or sf.source in old_files
+            continue
+        (report.changed if sf.source in old_files else report.added).append(sf.source)
+        read.files[sf.source] = {"sha256": doc.sha256, "chunks": len(chunks), "encoding": doc.encoding,
+                                 "bytes": sf.path.stat().st_size, "indexed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        read.chunks[sf.source] = chunks
+    if bar:
+        bar.close()
+    for sf in sources:  # unreadable files that had been indexed keep their chunks as well
+        if sf.source not in hashes and sf.source in old_files:
+            _keep(read, prev, sf.source)
+    return read
+
+
+def _skip(read: _Read, report: BuildReport, source: str, reason: str) -> None:
+    report.skipped.append((source, reason))
+    read.skipped.append({"source": source, "reason": reason})
+
+
+def _keep(read: _Read, prev: _Previous, source: str) -> None:
+    read.files[source] = prev.files[source]
+    read.chunks[source] = prev.chunks_of(source)
+
+
+def _embed(ordered: list[Chunk], known: dict[str, np.ndarray], missing: list[int], prev: _Previous,
+           embedder_id: str, load_embedder: Callable[[], object], progress: Callable | None) -> tuple[np.ndarray, dict]:
+    """Every chunk's vector: reused from the live generation by chunk id, embedded (in batches) for the
+    `missing` rows. Returns the vectors and the manifest's embedder entry. The embedder is loaded only
+    when something is missing."""
+    embedder = load_embedder() if missing else None
+    built = prev.manifest["embedder"] if embedder is None else None
+    dim = embedder.dim if embedder is not None else built["dim"]
+    fingerprint = getattr(embedder, "fingerprint", "") if embedder is not None else built.get("fingerprint", "")
+    vectors = np.zeros((len(ordered), dim), dtype=np.float32)
+    for i, c in enumerate(ordered):
+        if c.id in known:
+            vectors[i] = known[c.id]
+    if missing:
+        if prev.manifest is not None:
+            check_embedder(prev.manifest, embedder_id, embedder.dim, getattr(embedder, "fingerprint", None))
+        batch = 64
+        bar = progress(total=len(missing), desc="embedding", unit="chunk") if progress else None
+        try:
+            for b in range(0, len(missing), batch):
+                rows = missing[b:b + batch]
+                vectors[rows] = embedder.embed_documents([ordered[i].embed_text() for i in rows])
+                if bar:
+                    bar.update(len(rows))
+        finally:
+            if bar:
+                bar.close()
+    return vectors, {"id": embedder_id, "dim": dim, "fingerprint": fingerprint}
+
+
+def _write(index_dir: Path, prev: _Previous, ordered: list[Chunk], vectors: np.ndarray, manifest: dict,
+           request: dict, report: BuildReport, progress: Callable | None) -> Path:
+    """Keyword store first (its documents must exist before a generation names them), then the
+    generation itself."""
+    t1 = time.monotonic()
+    if request.get("store") == "milvus":  # keyword legs go into the generation's collection
+        manifest["keyword"], docids = {"store": "milvus", "fingerprint": keyword_fingerprint()}, None
+    else:
+        manifest["keyword"], docids = update_keywords(index_dir, prev.gen, prev.manifest, ordered, progress)
+    t2 = time.monotonic()
+    gen = write_generation(index_dir, ordered, vectors, manifest, request, docids)
+    report.timings.update(keywords=t2 - t1, write=time.monotonic() - t2)
+    return gen

@@ -18,7 +18,7 @@ Generations share one store (index/keyword-<name>/), so an incremental build add
 chunks' documents (a tantivy commit is atomic; a crash leaves the last commit). A generation sees
 exactly the docids in its own chunk table: documents a newer build added, or a crashed build left,
 are skipped by an older reader; the documents of removed chunks are deleted once no kept generation
-has them (rag.index passes the list on). Document counts and average lengths in BM25 include those
+has them (rag.generations passes the list on). Document counts and average lengths in BM25 include those
 few not-yet-deleted documents, which moves scores negligibly.
 """
 
@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import IndexCorrupt
-from .lexical import ANALYZERS, B, K1, LexicalHit, analyze_query, idf
+from .lexical import ANALYZERS, LexicalHit, analyze_query, idf
 
 FORMAT = "tantivy-1"
 ANALYZER_VERSION = 1  # bump when rag.lexical.tokenize / bigrams change what they emit

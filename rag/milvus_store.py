@@ -1,6 +1,6 @@
 """Milvus backend for the VectorIndex interface: Milvus Lite on one machine, a server/cluster by URI.
 
-How it fits the generations of rag.index: the vector artifact of a generation is one Milvus collection
+How it fits the generations of rag.generations: the vector artifact of a generation is one Milvus collection
 named after the generation (`rag_<generation>`); the generation directory holds a small pointer file
 (`vectors.milvus.json`: uri, collection, index type, counts) that is checksummed like every local
 artifact. The collection holds row numbers, vectors and both keyword legs: the chunk's jieba words
@@ -14,7 +14,7 @@ coverage gate (TEXT_MATCH counts), and the weighted RRF fusion of the three legs
     Lite holds an exclusive lock on its database while open, so one database per generation lets
     `rag index` write a new generation while `rag ask` / the UI keep reading the previous one.
   * `--milvus-uri http://host:19530` (or https, with RAG_MILVUS_TOKEN): the same code against a server
-    or cluster. Old generations' collections are dropped when rag.index deletes the generation.
+    or cluster. Old generations' collections are dropped when rag.generations deletes the generation.
 The token is read from the environment and never written to the manifest.
 """
 
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexCorrupt, RagError
+from .index_sizing import ann_params, choose_kind
 
 ARTIFACT = "vectors.milvus.json"
 LITE_DB = "milvus.db"
@@ -73,8 +74,6 @@ def release_lite(uri: str) -> None:
 
 def milvus_params(kind: str, n: int, dim: int, **search) -> dict:
     """Milvus index type and parameters for one of rag.vectors' kinds (sized as for FAISS)."""
-    from .vectors import ann_params, choose_kind
-
     if kind == "auto":
         kind = choose_kind(n, dim)
     if kind in ("flat", "faiss-flat-ip"):
@@ -157,7 +156,7 @@ class MilvusIndex:
         ip = c.prepare_index_params()
         ip.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=self.build_params)
         if self.keywords:
-            from .keyword_index import B, K1
+            from .lexical import B, K1
 
             for f in KEYWORD_FIELDS:
                 ip.add_index(field_name=f + "_bm25", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",

@@ -1,18 +1,10 @@
 """Vector indexes behind one interface: exact Flat for small collections, FAISS ANN indexes for large ones.
 
-Which index for how many vectors follows the FAISS wiki, "Guidelines to choose an index"
-(github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index):
-  * exact results, or few vectors: `Flat` (brute force is a few ms below ~100k vectors);
-  * memory not a concern: `HNSWM` (M between 4 and 64; we use 32);
-  * up to ~1M (and memory "somewhat" a concern): `IVFK,...` with K between 4*sqrt(N) and 16*sqrt(N),
-    trained on 30*K..256*K vectors; `SQ8` codes cost d bytes/vector and keep cosines within ~1%;
-  * memory "very important" (10M+): `OPQM_D,...,PQM` codes, here re-ranked by a finer code (Refine).
-The wiki suggests IVF65536_HNSW32 from 1M vectors up; training 65536 centroids takes hours on the
-2-core CPUs this runs on, so K stays at 4*sqrt(N) rounded to a power of two and capped at 16384.
-`rag bench ann` (eval/results/ann.md) measures every kind on synthetic face-like vectors.
+Which kind for how many vectors, and its parameters, are rag.index_sizing's rules (from the FAISS
+guidelines); this module turns them into FAISS indexes and hands store="milvus" to rag.milvus_store.
 
 Deletes: HNSW graphs cannot remove vectors (faiss raises on remove_ids) and IVF lists can. We never
-edit an index in place: each generation of rag.index is written from the vectors stored in SQLite,
+edit an index in place: each generation (rag.generations) is written from the vectors stored in SQLite,
 so every kind is rebuilt (retrained if it needs training) per generation; its cost is the build time
 in the benchmark report (seconds for 100k vectors, minutes for millions).
 
@@ -22,22 +14,15 @@ refined PQ (exact re-ranking), approximate for SQ8 and un-refined PQ.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from .errors import RagError
+from .index_sizing import CHOICES, ann_params, choose_kind, training_sample
 
 FLAT_KIND = "faiss-flat-ip"  # the name existing generations' manifests carry
-CHOICES = ("auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq", "opq-ivf-pq")
-FLAT_MAX = 100_000  # below this, exact search costs a few ms per query: no reason to approximate
-HNSW_MAX = 1_000_000  # above this the graph (~300 B/vector of links + raw vectors) and its build get heavy
-IVF_SQ8_MAX = 10_000_000  # above this even d bytes/vector is too much for one machine: PQ codes
-DEFAULT_NPROBE = 32
-DEFAULT_EF_SEARCH = 128
-DEFAULT_K_FACTOR = 8  # refine: re-rank k * k_factor candidates
 
 
 class VectorIndex(Protocol):
@@ -123,32 +108,6 @@ class FaissFlatIndex:
     def params(self) -> dict:
         return {"kind": self.kind, "metric": "inner_product"}
 
-
-def _pow2(x: float) -> int:
-    return 1 << max(0, round(math.log2(max(1.0, x))))
-
-
-def ann_params(kind: str, n: int, dim: int, **overrides) -> dict:
-    """Build-time parameters for `kind` at `n` vectors (sized by the FAISS guidelines above)."""
-    p: dict = {"kind": kind, "metric": "inner_product"}
-    if kind == "hnsw":
-        p.update(M=32, ef_construction=40, ef_search=DEFAULT_EF_SEARCH)
-    elif kind in ("ivf-flat", "ivf-sq8", "ivf-pq", "opq-ivf-pq"):
-        # K ~ 4*sqrt(N), with >= 39 training points per centroid (k-means needs them) on tiny sets.
-        nlist = min(_pow2(4 * math.sqrt(max(n, 1))), 16384, max(1, n // 39))
-        p.update(nlist=max(1, nlist), nprobe=min(DEFAULT_NPROBE, max(1, nlist)))
-        if kind in ("ivf-pq", "opq-ivf-pq"):
-            m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m >= 1 and dim % m == 0)
-            # 256 centroids per sub-quantizer need >= 256 training vectors; fewer bits on tiny sets.
-            nbits = max(1, min(8, int(math.log2(max(n, 2)))))
-            p.update(m=m, nbits=nbits, refine="flat", k_factor=DEFAULT_K_FACTOR)
-            if kind == "opq-ivf-pq":
-                p["opq"] = nbits == 8  # OPQ trains its own 8-bit PQ: needs >= 256 vectors
-    else:
-        raise ValueError(f"unknown vector index kind {kind!r}")
-    # Only knobs this kind has (a global --nprobe must not leak into an HNSW manifest).
-    p.update({k: v for k, v in overrides.items() if v is not None and (k in p or k == "hnsw_quantizer")})
-    return p
 
 
 def factory_string(p: dict, dim: int) -> str:
@@ -271,25 +230,6 @@ class FaissAnnIndex:
     def params(self) -> dict:
         return dict(self._p)
 
-
-def training_sample(vectors: np.ndarray, p: dict, seed: int = 0) -> np.ndarray:
-    """A random subset for the quantizers: 40 per IVF centroid (FAISS asks 30..256), 64 per PQ centroid."""
-    need = max(40 * int(p.get("nlist", 1)), 64 * (1 << int(p.get("nbits", 0))) if "m" in p else 0, 10_000)
-    if len(vectors) <= need:
-        return vectors
-    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), need, replace=False))
-    return vectors[rows]
-
-
-def choose_kind(n: int, dim: int = 0) -> str:
-    """`auto`: the index kind for n vectors (thresholds above, from the FAISS guidelines)."""
-    if n < FLAT_MAX:
-        return "flat"
-    if n < HNSW_MAX:
-        return "hnsw"
-    if n < IVF_SQ8_MAX:
-        return "ivf-sq8"
-    return "opq-ivf-pq"
 
 
 def build_vector_index(kind: str, dim: int, vectors: np.ndarray, store: str = "faiss",

@@ -18,8 +18,9 @@ import pdfs
 from conftest import SAMPLE_MD
 from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.errors import CorpusError, LoaderError, QueryError
+from rag.generations import CURRENT, read_manifest
 from rag.corpus import scan_sources
-from rag.index import CURRENT, build_index, load_index, read_manifest
+from rag.index import build_index, load_index
 from rag.loaders import MAX_FILE_BYTES, decode_text, load_file
 
 PHRASE = "深度学习中的批归一化可以加快收敛速度。"

@@ -22,8 +22,9 @@ import pytest
 from conftest import ROOT
 from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.errors import DiskFull, EmbedderMismatch, GenerationError, IndexCorrupt, IndexLocked, ModelNotInstalled, RagError
+from rag.generations import CURRENT, current_generation
 from rag.corpus import scan_sources
-from rag.index import CURRENT, build_index, current_generation, load_index
+from rag.index import build_index, load_index
 
 spec = importlib.util.spec_from_file_location("killloop", ROOT / "eval" / "killloop.py")
 killloop = importlib.util.module_from_spec(spec)
@@ -131,7 +132,8 @@ def test_F3_disk_full_at_any_write_step_is_clean(built, monkeypatch, k):
     ("bm25", OSError(errno.EFBIG, "File too large")),
 ], ids=["sqlite-full", "sqlite-ioerr", "faiss", "bm25-efbig"])
 def test_F3_library_disk_full_errors_become_disk_full(built, monkeypatch, where, error):
-    from rag import index as index_mod
+    from rag import generations
+    from rag.keyword_index import KeywordWriter
 
     corpus, index_dir = built
     before, listing = live(index_dir), entries(index_dir)
@@ -140,13 +142,13 @@ def test_F3_library_disk_full_errors_become_disk_full(built, monkeypatch, where,
         raise error
 
     if where == "write_chunks":
-        monkeypatch.setattr(index_mod, "write_chunks", fail)
+        monkeypatch.setattr(generations, "write_chunks", fail)
     elif where == "faiss":
         import faiss
 
         monkeypatch.setattr(faiss, "write_index", fail)
     else:
-        monkeypatch.setattr(index_mod.KeywordWriter, "add", fail)
+        monkeypatch.setattr(KeywordWriter, "add", fail)
     with pytest.raises(DiskFull):
         build(corpus, index_dir)
     assert live(index_dir) == before and entries(index_dir) == listing

@@ -4,8 +4,9 @@ import pytest
 
 from rag.fakes import FakeEmbedder
 from rag.errors import EmbedderMismatch, IndexCorrupt, IndexLocked, IndexMissing
+from rag.generations import CURRENT, write_lock
 from rag.corpus import scan_sources
-from rag.index import CURRENT, build_index, load_index, write_lock
+from rag.index import build_index, load_index
 
 
 def build(corpus, index_dir, emb=None, **kw):
@@ -123,7 +124,7 @@ def test_failed_build_leaves_previous_generation(corpus, tmp_path):
 def test_disk_full_is_clean(corpus, tmp_path, monkeypatch):
     import errno
 
-    from rag import index as index_mod
+    from rag import generations
     from rag.errors import DiskFull
 
     build(corpus, tmp_path / "idx")
@@ -133,7 +134,7 @@ def test_disk_full_is_clean(corpus, tmp_path, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(index_mod, "write_chunks", full)
+    monkeypatch.setattr(generations, "write_chunks", full)
     with pytest.raises(DiskFull):
         build(corpus, tmp_path / "idx")
     assert (tmp_path / "idx" / CURRENT).read_text() == gen
@@ -194,11 +195,11 @@ def test_sigkill_mid_build_leaves_previous_index_serving(corpus, tmp_path):
 def test_large_artifacts_unchanged_since_the_build_are_not_rehashed_on_load(corpus, tmp_path, monkeypatch):
     """Loads skip hashing big artifacts whose size and mtime are as built (gigabytes at 1M chunks);
     anything else is hashed, and `rag index` always hashes before reusing a generation."""
-    from rag import index as index_mod
-    from rag.index import current_generation
+    from rag import generations
+    from rag.generations import current_generation
 
     build(corpus, tmp_path / "idx")
-    monkeypatch.setattr(index_mod, "QUICK_VERIFY_BYTES", 1)
+    monkeypatch.setattr(generations, "QUICK_VERIFY_BYTES", 1)
     p = current_generation(tmp_path / "idx") / "vectors.faiss"
     st = p.stat()
     data = bytearray(p.read_bytes())

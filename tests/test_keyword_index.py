@@ -8,8 +8,10 @@ import pytest
 
 from rag.fakes import FakeEmbedder
 from rag.errors import IndexCorrupt
+from rag.chunk_store import read_docids
+from rag.generations import CHUNKS_DB, CURRENT, MANIFEST, current_generation
 from rag.corpus import scan_sources
-from rag.index import CHUNKS_DB, CURRENT, MANIFEST, build_index, current_generation, load_index, read_docids
+from rag.index import build_index, load_index
 from rag.keyword_index import META, KeywordIndex, KeywordWriter
 from rag.lexical import LexicalIndex
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from rag.fakes import FakeEmbedder
+from rag.generations import CURRENT
 from rag.corpus import scan_sources
-from rag.index import CURRENT, build_index, load_index
+from rag.index import build_index, load_index
 from rag.milvus_store import ARTIFACT, collection_name, is_lite, milvus_params
 from rag.vectors import build_vector_index, load_vector_index
 

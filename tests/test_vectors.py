@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from rag.fakes import FakeEmbedder
+from rag.generations import CURRENT
 from rag.corpus import scan_sources
-from rag.index import CURRENT, build_index, load_index
-from rag.vectors import (CHOICES, FLAT_KIND, FaissAnnIndex, FaissFlatIndex, ann_params, build_vector_index,
-                         choose_kind, load_vector_index)
+from rag.index import build_index, load_index
+from rag.index_sizing import CHOICES, ann_params, choose_kind
+from rag.vectors import FLAT_KIND, FaissAnnIndex, FaissFlatIndex, build_vector_index, load_vector_index
 
 
 def clustered(n, dim=32, centres=40, seed=0):

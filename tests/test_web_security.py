@@ -48,7 +48,7 @@ def http(app):
 
 
 def _index_files(settings) -> list[Path]:
-    from rag.index import current_generation
+    from rag.generations import current_generation
 
     gen = current_generation(settings.index_dir)
     return [settings.index_dir / "CURRENT", *sorted(gen.iterdir())]
