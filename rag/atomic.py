@@ -28,6 +28,13 @@ def rename_durably(src: Path, dst: Path) -> None:
     fsync_path(Path(dst).parent)
 
 
+def commit_file(tmp: Path, path: Path) -> None:
+    """Put a fully written temporary file in `path`'s place: its bytes first, then the new entry."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(Path(path).parent)
+
+
 def replace_text(path: Path, text: str, encoding: str = "utf-8", tmp: Path | None = None) -> None:
     """Replace `path` with `text` so a reader, or a crash, sees the old or the new content, never a mix.
 
@@ -37,9 +44,7 @@ def replace_text(path: Path, text: str, encoding: str = "utf-8", tmp: Path | Non
     tmp = Path(tmp) if tmp is not None else path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(text, encoding=encoding)
-        fsync_path(tmp)
-        os.replace(tmp, path)
+        commit_file(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_path(path.parent)

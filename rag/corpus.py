@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .atomic import commit_file
 from .errors import CorpusError, LoaderError, RagError
 from .generations import current_generation, file_sha256, read_manifest
 from .index import SourceFile
@@ -137,7 +138,7 @@ def save_upload(corpus_dir: Path, uploaded: Path, name: str | None = None) -> tu
     tmp = corpus_dir / f".upload-{uuid.uuid4().hex}"  # hidden: the indexer never sees a half-copied file
     try:
         shutil.copyfile(uploaded, tmp)
-        os.replace(tmp, dest)
+        commit_file(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return name, replaced

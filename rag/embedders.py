@@ -17,6 +17,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from .atomic import rename_durably
 from .errors import ModelNotInstalled
 from .weights import gguf_path, st_folder
 
@@ -163,7 +164,7 @@ def build_static_embedder(gguf_file: Path, out_dir: Path, dims: int = 256) -> Pa
         import shutil
 
         shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    rename_durably(tmp, out_dir)
     return out_dir
 
 

