@@ -381,3 +381,26 @@ def test_eval_answers_on_a_rubric_set_every_nth(assistant, eval_data, tmp_path, 
     assert r["abstain"]["recall"] == 1.0  # the out-of-corpus question is declined
     assert "# Answers: blind.jsonl (2 questions" in (out / "blind_every2.md").read_text("utf-8")
     assert capsys.readouterr().out.startswith("answers: correct ")
+
+
+def test_each_drives_the_assistants_progress_bar_and_closes_it():
+    made = []
+
+    class Bar:
+        def __init__(self, total, desc):
+            self.total, self.desc, self.n, self.closed, self.note = total, desc, 0, False, ""
+            made.append(self)
+
+        def set_postfix_str(self, s, refresh=True):
+            self.note = s
+
+        def update(self):
+            self.n += 1
+
+        def close(self):
+            self.closed = True
+
+    assert list(data.each([1, 2, 3], Bar, "mcq")) == [1, 2, 3]
+    (bar,) = made
+    assert (bar.total, bar.desc, bar.n, bar.closed) == (3, "mcq", 3, True) and bar.note.endswith("s/item")
+    assert list(data.each([1, 2], None)) == [1, 2]  # no factory (tests, embedding): no bar
