@@ -21,7 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag import evaluate as E  # noqa: E402
+from rag.evaluation.data import first_gold_rank, golds_of, load_jsonl  # noqa: E402
+from rag.evaluation.metrics import hit_at, mrr_at  # noqa: E402
 from rag.chunking import chunk_document  # noqa: E402
 from rag.embedders import _token_embeddings, load_gguf_tokenizer  # noqa: E402
 from rag.corpus import scan_sources  # noqa: E402
@@ -39,14 +40,14 @@ def load_sets():
     for name, path, kinds in [("heading", "retrieval.jsonl", {"heading"}),
                               ("paraphrase", "retrieval.jsonl", {"paraphrase"}),
                               ("held-out", "retrieval_heldout.jsonl", {"paraphrase"})]:
-        items = [i for i in E.load_jsonl(ROOT / "eval" / path) if i["kind"] in kinds]
+        items = [i for i in load_jsonl(ROOT / "eval" / path) if i["kind"] in kinds]
         sets[name] = items
     return sets
 
 
 def metrics(rank_fn, chunks, items) -> dict:
-    ranks = [E.first_gold_rank([chunks[r] for r in rank_fn(it["question"])[:K]], E.golds_of(it)) for it in items]
-    return {"hit@1": E.hit_at(ranks, 1), "hit@5": E.hit_at(ranks, 5), "mrr@5": E.mrr_at(ranks, 5)}
+    ranks = [first_gold_rank([chunks[r] for r in rank_fn(it["question"])[:K]], golds_of(it)) for it in items]
+    return {"hit@1": hit_at(ranks, 1), "hit@5": hit_at(ranks, 5), "mrr@5": mrr_at(ranks, 5)}
 
 
 def static_variants(model: str):

@@ -19,7 +19,7 @@ STYLES = ("passages", "evidence")
 
 
 def _questions(n: int) -> list[str]:
-    from .evaluate import data_dir, load_jsonl
+    from .evaluation.data import data_dir, load_jsonl
 
     items = [i for i in load_jsonl(data_dir() / "answers.jsonl") if i.get("in_corpus")]
     return [i["question"] for i in items][:n]

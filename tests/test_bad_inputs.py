@@ -467,7 +467,7 @@ def test_27_cli_batch_reports_bad_questions_and_answers_the_rest(monkeypatch, ca
 ], ids=["malformed", "not-an-object", "duplicate-id", "gbk"])
 def test_30_bad_eval_rows_are_reported_by_line(tmp_path, content, message):
     from rag.errors import RagError
-    from rag.evaluate import load_jsonl
+    from rag.evaluation.data import load_jsonl
 
     p = tmp_path / "q.jsonl"
     p.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))

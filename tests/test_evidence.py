@@ -157,7 +157,7 @@ def test_calibrated_judge_declines_and_keeps_the_closest_passages(settings, monk
 
 
 def test_mcq_judge_turns_negated_stems_positive_and_takes_the_worst_option():
-    from rag.mcq_judge import decide, positive_form
+    from rag.evaluation.mcq_judge import decide, positive_form
 
     assert positive_form("下列哪个说法是不正确的?") == ("下列哪个说法是正确的?", True)
     assert positive_form("以下哪种做法不可取") == ("以下哪种做法可取", True)
@@ -170,7 +170,7 @@ def test_mcq_judge_turns_negated_stems_positive_and_takes_the_worst_option():
 
 
 def test_mcq_judge_scores_each_option_alone_so_order_cannot_matter(settings):
-    from rag.mcq_judge import run
+    from rag.evaluation.mcq_judge import run
 
     a = Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator())
     items = [{"id": 1, "question": "测试时要用 Dropout 吗?", "options": ["不需要，测试时关闭 Dropout", "红烧肉", "火星"],

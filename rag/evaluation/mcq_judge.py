@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from .data import each
+
 # Negations in a question stem, each with its positive form.
 _NEGATED = [("不正确", "正确"), ("错误", "正确"), ("不对", "对"), ("不可取", "可取"), ("不属于", "属于"),
             ("不是", "是"), ("不能", "能"), ("不会", "会"), ("不包括", "包括"), ("不需要", "需要"),
@@ -43,8 +45,8 @@ def decide(scores: Sequence[float], negated: bool, multi: bool, ids: Sequence[in
 
 
 def judge_options(a, question: str, options: Sequence[str], rag: bool, k: int | None = None) -> list[float]:
-    from . import prompts
-    from .evidence import select_evidence
+    from .. import prompts
+    from ..evidence import select_evidence
 
     stem, _ = positive_form(question)
     out = []
@@ -61,11 +63,11 @@ def judge_options(a, question: str, options: Sequence[str], rag: bool, k: int | 
     return out
 
 
-def run(a, items: Sequence[dict], k: int | None = None, bar=None) -> dict:
+def run(a, items: Sequence[dict], k: int | None = None) -> dict:
     import random
 
     rows, t0 = [], time.perf_counter()
-    for it in (bar(items) if bar else items):
+    for it in each(items, a.progress, "mcq-judge"):
         q, opts, gold = it["question"], it["options"], sorted(it["answer"])
         _, negated = positive_form(q)
         row = {"id": it["id"], "question": q, "gold": gold, "negated": negated, "multi": len(gold) > 1}
@@ -93,20 +95,3 @@ def run(a, items: Sequence[dict], k: int | None = None, bar=None) -> dict:
             "closed_shuffled": acc("closed", "correct_shuffled"),
             "rag_negated": acc("rag", pool=neg), "rag_other": acc("rag", pool=pos), "items": rows}
 
-
-def markdown(r: dict) -> str:
-    p = lambda x: "–" if x is None else f"{100 * x:.1f}%"  # noqa: E731
-    m = r["meta"]
-    out = [f"# MCQ, one judgement per option ({m['n_items']} items, {m['negated']} with a negated stem)", "",
-           f"Generator `{m['model']}`; `rag eval mcq-judge`; {m['seconds']:.0f} s.", "",
-           "| condition | original order | shuffled order |", "|---|---|---|",
-           f"| evidence per option (RAG) | {p(r['rag'])} | {p(r['rag_shuffled'])} |",
-           f"| closed-book | {p(r['closed'])} | {p(r['closed_shuffled'])} |", "",
-           f"RAG on negated stems {p(r['rag_negated'])}, on the others {p(r['rag_other'])}.", "",
-           "| id | gold | RAG pred | closed pred | negated | RAG log-odds per option |", "|---|---|---|---|---|---|"]
-    L = "ABCDEFGH"
-    for it in r["items"]:
-        out.append(f"| {it['id']} | {''.join(L[i] for i in it['gold'])} | {''.join(L[i] for i in it['rag']['pred'])}"
-                   f"{' ✓' if it['rag']['correct'] else ''} | {''.join(L[i] for i in it['closed']['pred'])} | "
-                   f"{'yes' if it['negated'] else ''} | {' '.join(f'{s:+.1f}' for s in it['rag']['scores'])} |")
-    return "\n".join(out) + "\n"

@@ -1,0 +1,98 @@
+"""What each `rag eval <suite>` reads and runs: eval set -> items -> suite -> Result (data, no output).
+
+`rag.cli` parses the flags, picks the index, calls `run` for each suite, writes the reports
+(report.write) and prints the summaries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import answers, mcq, mcq_judge, retrieval, tuning
+from .cache import ScoreCache
+from .data import load_jsonl, load_set, spread
+
+CORE = ("mcq", "retrieval", "answers")  # `rag eval` with no suite; eval/results/README.md summarises these
+
+
+@dataclass
+class Options:
+    k: int | None = None  # passages per question (default: each suite's own)
+    limit: int | None = None  # only the first N items (quick check; abstain then does not save its fit)
+    every: int | None = None  # answers --set: every N-th item
+    answer_set: Path | None = None  # answers: a rubric set instead of the keyword set
+
+
+@dataclass
+class Result:
+    kind: str  # "mcq", "retrieval", "answers" (keyword set), "rubric" (--set), "evidence", "abstain", "mcq-judge"
+    name: str  # file stem of the report under eval/results/
+    data: dict = field(repr=False)
+    title: str = ""
+
+
+def _scorable_mcq(limit: int | None) -> tuple[list[dict], int]:
+    every = load_set("mcq.jsonl")
+    items = [i for i in every if not i.get("excluded")]
+    return spread(items, limit=limit), len(every) - len(items)
+
+
+def _mcq(a, o: Options, cache: ScoreCache) -> Result:
+    items, excluded = _scorable_mcq(o.limit)
+    r = mcq.run(a, items, cache, o.k, excluded=excluded)
+    r["meta"]["score_cache"] = cache.stats()
+    return Result("mcq", "mcq", r)
+
+
+def _mcq_judge(a, o: Options, cache: ScoreCache) -> Result:
+    items, _ = _scorable_mcq(o.limit)
+    return Result("mcq-judge", "mcq_judge", mcq_judge.run(a, items, o.k))
+
+
+def _retrieval(a, o: Options, cache: ScoreCache) -> Result:
+    return Result("retrieval", "retrieval", retrieval.run(a, spread(load_set("retrieval.jsonl"), limit=o.limit)))
+
+
+def _answers(a, o: Options, cache: ScoreCache) -> Result:
+    if not o.answer_set:
+        return Result("answers", "answers", answers.run_keywords(a, spread(load_set("answers.jsonl"), limit=o.limit), o.k))
+    items = spread(load_jsonl(o.answer_set), o.every, o.limit)
+    r = answers.run_rubric(a, items, o.k)
+    return Result("rubric", rubric_name(o.answer_set, a.settings.answer_style, o.every), r,
+                  title=f"Answers: {o.answer_set.name}")
+
+
+def rubric_name(set_path: Path, answer_style: str, every: int | None) -> str:
+    """answers_blind, answers_blind_passages_every3, …: the set, the style unless the default, the subset."""
+    return set_path.stem + ("" if answer_style == "evidence" else f"_{answer_style}") + (f"_every{every}" if every else "")
+
+
+def _tuning_set() -> list[dict]:
+    return load_set("retrieval.jsonl") + load_set("answers.jsonl")
+
+
+def _evidence(a, o: Options, cache: ScoreCache) -> Result:
+    return Result("evidence", "evidence", tuning.run_evidence(a, _tuning_set(), o.k))
+
+
+def _abstain(a, o: Options, cache: ScoreCache) -> Result:
+    items = spread(tuning.abstain_items(_tuning_set()), limit=o.limit)
+    return Result("abstain", "abstain", tuning.run_abstain(a, items, o.k, save=not o.limit))
+
+
+_RUNNERS = {"mcq": _mcq, "retrieval": _retrieval, "answers": _answers, "evidence": _evidence,
+            "abstain": _abstain, "mcq-judge": _mcq_judge}
+
+
+def run(name: str, a, options: Options | None = None, cache: ScoreCache | None = None) -> Result:
+    """One suite on the assistant `a`; `cache`: LLM scores of the MCQ suite (default: none kept)."""
+    if name not in _RUNNERS:
+        raise ValueError(f"unknown eval suite {name!r} (one of {', '.join(_RUNNERS)})")
+    t0 = time.perf_counter()
+    result = _RUNNERS[name](a, options or Options(), cache or ScoreCache(None))
+    if result.kind in CORE:
+        result.data["meta"]["wall_seconds"] = time.perf_counter() - t0
+    return result
+
