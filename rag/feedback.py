@@ -151,11 +151,11 @@ def export(store: FeedbackStore, out: Path) -> tuple[int, int]:
     Returns (new items, total items)."""
     out = Path(out)
     kept: dict[str, dict] = {}
-    if out.exists():
-        for line in out.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                item = json.loads(line)
-                kept[item["id"]] = item
+    if out.exists():  # a reviewer's edits: a bad line is an error naming it, never silently dropped
+        from .evaluation.data import load_jsonl
+
+        for n, item in enumerate(load_jsonl(out), 1):
+            kept[str(item.get("id") or f"{out.name}:{n}")] = item
     new = 0
     for item in eval_items(store):
         if item["id"] not in kept:

@@ -50,7 +50,7 @@ ANSWER_STYLES = ("evidence", "passages")
 JUDGE_PREFIX = "先判断：上面的依据能直接回答这个问题吗？回答（能/不能）："
 JUDGE_YES, JUDGE_NO = "能", "不能"
 
-# Multiple choice, one option at a time (rag/mcq_judge.py): the log-odds of "对" vs "错" for
+# Multiple choice, one option at a time (rag/evaluation/mcq_judge.py): the log-odds of "对" vs "错" for
 # "is this candidate answer right?", with the option's own evidence or closed-book. Judging options one
 # by one makes the result independent of their order.
 OPTION_SYSTEM = "你是深度学习考试阅卷老师。判断候选答案是否正确地回答了问题。只回答“对”或“错”。"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..atomic import replace_text
 from .metrics import OFF
 from .mcq import SCORINGS, letters
 from .retrieval import MODES
@@ -303,7 +304,7 @@ def write(out: Path, result) -> list[Path]:
                 "rubric": lambda r: rubric_markdown(r, result.title), "evidence": evidence_markdown,
                 "abstain": abstain_markdown, "mcq-judge": mcq_judge_markdown}[kind]
     files = [out / f"{name}.md"]
-    files[0].write_text(markdown(r), encoding="utf-8")
+    replace_text(files[0], markdown(r))
     plot = {"mcq": (plots.plot_mcq, "mcq_by_category.png"), "retrieval": (plots.plot_retrieval, "retrieval_hit_at_k.png")}
     if kind in plot:
         draw, png = plot[kind]
@@ -311,7 +312,7 @@ def write(out: Path, result) -> list[Path]:
         files.append(out / png)
     if kind not in ("evidence", "abstain"):
         files.append(out / f"{name}.json")
-        files[-1].write_text(json.dumps(r, ensure_ascii=False, indent=1), encoding="utf-8")
+        replace_text(files[-1], json.dumps(r, ensure_ascii=False, indent=1))
     return files
 
 
@@ -343,5 +344,5 @@ def write_index(out: Path) -> Path:
         if p.exists():
             lines.append(_index_line(suite, json.loads(p.read_text(encoding="utf-8"))))
     path = out / "README.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    replace_text(path, "\n".join(lines) + "\n")
     return path
