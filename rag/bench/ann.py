@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ann_data import BATCH, SINGLE_QUERIES, FaceLikeVectors, Run, StreamingTopK, point, timed, train_streamed
+from .ann_data import BATCH, SINGLE_QUERIES, FaceLikeVectors, Run, point, timed, trained_stream
 from .ann_report import conclusions, write_report
 from .report import Outcome, earlier, logger, peak_rss_mb, rss_bytes
 
@@ -146,14 +146,8 @@ def streaming_suite(dataset: str, n: int, dim: int, identities: int, nq: int, fa
                     checkpoints: list[int], budget_s: float, sweep: list[dict], batch: int = BATCH,
                     single: int = SINGLE_QUERIES) -> list[Run]:
     """Never holds the raw vectors: train on a sample, then per batch add codes + update exact top-10."""
-    gen = FaceLikeVectors(dim, identities)
-    queries = gen.queries(nq)
-    r0 = rss_bytes()
-    t0 = time.perf_counter()
-    index, train_n = train_streamed(gen, dim, factory, n)
-    train_s = time.perf_counter() - t0
-    _log(f"{dataset}: trained {factory} on {train_n:,} in {train_s:.0f}s")
-    gt = StreamingTopK(queries, 10)
+    r0, t0 = rss_bytes(), time.perf_counter()
+    gen, queries, gt, index, train_s = trained_stream(dataset, n, dim, identities, nq, factory)
     runs: list[Run] = []
     add_s = 0.0
     added = 0

@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+
+from .report import logger
 
 BATCH = 100_000
 CENTRE_RANK = 128
@@ -23,6 +26,8 @@ POSE_VAR = 0.35  # variance of a face around its identity centre in the shared p
 NOISE_VAR = 0.05  # and isotropic (intra-identity cosine ~0.7, top-1 neighbour ~0.85)
 SINGLE_QUERIES = 200  # single-query QPS is timed on this many queries, batched on all of them
 TRAIN_PER_CENTROID = 40  # FAISS asks 30..256 points per centroid; the low end, since k-means is the slow part
+
+_log = logger("ann")
 
 
 class FaceLikeVectors:
@@ -86,13 +91,24 @@ class StreamingTopK:
         self.ids = np.take_along_axis(cand_i, order, 1)
 
 
-def train_streamed(gen: FaceLikeVectors, dim: int, factory: str, n: int):
-    """An untrained IVF-family index from `factory`, trained on the first vectors of the stream (never
-    all of them in RAM); returns (index, vectors trained on)."""
+class TrainedStream(NamedTuple):
+    gen: FaceLikeVectors
+    queries: np.ndarray
+    gt: StreamingTopK  # the queries' exact top-10, updated as batches arrive
+    index: object  # the faiss index, trained, still empty
+    train_s: float
+
+
+def trained_stream(dataset: str, n: int, dim: int, identities: int, nq: int, factory: str) -> TrainedStream:
+    """The fixed parts of a streamed benchmark: the generator, held-out queries, and an IVF-family index
+    from `factory` trained on the first vectors of a separate stream (never all of them in RAM)."""
     import faiss
 
     from ..vectors import no_polysemous
 
+    gen = FaceLikeVectors(dim, identities)
+    queries = gen.queries(nq)
+    t = time.perf_counter()
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     no_polysemous(index)
     ivf = faiss.extract_index_ivf(index)
@@ -100,7 +116,9 @@ def train_streamed(gen: FaceLikeVectors, dim: int, factory: str, n: int):
     train_n = min(n, TRAIN_PER_CENTROID * ivf.nlist)
     train = np.concatenate([gen.batch(b, BATCH, stream=3) for b in range(math.ceil(train_n / BATCH))])[:train_n]
     index.train(train)
-    return index, train_n
+    train_s = time.perf_counter() - t
+    _log(f"{dataset}: trained {factory} on {train_n:,} vectors in {train_s:.0f}s")
+    return TrainedStream(gen, queries, StreamingTopK(queries, 10), index, train_s)
 
 
 def recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ann_data import BATCH, FaceLikeVectors, Run, StreamingTopK, recall, timed, train_streamed
+from .ann_data import BATCH, FaceLikeVectors, Run, StreamingTopK, recall, timed, trained_stream
 from .report import logger, peak_rss_mb, rss_bytes, size_label
 
 FACTORY = "OPQ64_512,IVF4096_HNSW32,PQ64x8"
@@ -78,14 +78,8 @@ def disk_suite(work: Path, n: int = 10_000_000, dim: int = 512, identities: int 
     work.mkdir(parents=True, exist_ok=True)
     label = size_label(n)
     dataset = f"face-{label} x {dim} (compressed index in RAM, fp16 vectors on disk)"
-    gen = FaceLikeVectors(dim, identities)
-    queries = gen.queries(nq)
-    r0 = rss_bytes()
-    t0 = time.perf_counter()
-    index, train_n = train_streamed(gen, dim, factory, n)
-    train_s = time.perf_counter() - t0
-    _log(f"{dataset}: trained {factory} on {train_n:,} vectors in {train_s:.0f}s")
-    gt = StreamingTopK(queries, 10)
+    r0, t0 = rss_bytes(), time.perf_counter()
+    gen, queries, gt, index, train_s = trained_stream(dataset, n, dim, identities, nq, factory)
     vec_path = work / f"vectors-{label}-{dim}.f16"
     added, add_s, write_s = _stream_in(gen, index, n, batch, vec_path, gt, dataset, t0)
     build_s = train_s + add_s + write_s
