@@ -65,7 +65,7 @@ def test_quick_scale_run_goes_through_every_phase_process(tmp_path, monkeypatch)
     from rag.bench import scale
     from rag.config import Settings
 
-    monkeypatch.setenv("RAG_EMBEDDER", "fake")  # the phases read their settings from the environment
+    monkeypatch.delenv("RAG_EMBEDDER", raising=False)  # the phases use the embedder of `settings`, not the default
     settings = Settings(corpus_dir=ROOT / "corpus", index_dir=tmp_path / "unused", cache_dir=tmp_path / "cache",
                         embedder="fake", generator="fake")
     r = scale.run(settings, out=tmp_path / "out", quick=True, sizes=[200], work=tmp_path / "work")
@@ -73,6 +73,8 @@ def test_quick_scale_run_goes_through_every_phase_process(tmp_path, monkeypatch)
     assert size["build"]["chunks"] >= 200 and size["keyword"]["keyword_documents"] == size["build"]["chunks"]
     assert size["serve"]["latency_ms"]["fused"]["p50"] > 0 and size["add"]["add"]["embedded"] >= UNITS_PER_FILE
     assert size["add"]["delete"]["chunks"] == size["build"]["chunks"]
+    assert r.data["machine"]["embedder"] == "fake" and "`fake`" in (tmp_path / "out" / "scale_quick.md").read_text()
+    assert load_index(tmp_path / "work" / "index-200").manifest["embedder"]["id"] == "fake"  # built with it too
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"scale_quick.json", "scale_quick.md", "scale_quick.png"}
     again = scale.run(settings, out=tmp_path / "out", quick=True, sizes=[200], work=tmp_path / "work", reuse=True)
     assert again.data["sizes"]["200"]["build"] == size["build"]  # reused: not rebuilt

@@ -41,7 +41,8 @@ def run(settings, *, out: Path, quick: bool = False, sizes: list[int] | None = N
     seed = Path(settings.corpus_dir).resolve()
     for n in sizes:
         label = size_label(n)
-        job = {"n": n, "seed": str(seed), "corpus": str(work / f"corpus-{label}"), "index": str(work / f"index-{label}")}
+        job = {"n": n, "seed": str(seed), "corpus": str(work / f"corpus-{label}"), "index": str(work / f"index-{label}"),
+               "embedder": settings.embedder}  # the one the report names (the phases ran RAG_EMBEDDER's before)
         res = report["sizes"].setdefault(label, {"n_target": n})
         for phase in PHASES:
             if phase == "build" and reuse and res.get("build") and (Path(job["index"]) / "CURRENT").exists():

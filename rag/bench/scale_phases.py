@@ -6,7 +6,7 @@ JSON`) so that the RSS measured after loading is the loaded index's, not the bui
   add      incremental `rag index` with one new file of 100 units, then with it deleted again
   one_leg  the keyword store alone, one leg (run by hand: see phase_one_leg)
 A phase's parameters are one JSON object: n (chunks), seed (the seed notes), corpus, index (directories),
-and leg for one_leg. Its result is the last line on stdout.
+embedder (a spec; RAG_EMBEDDER or the default when absent), and leg for one_leg. Its result is the last line on stdout.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ def _dir_bytes(p: Path) -> int:
 
 
 def _assistant(job: dict):
-    """Settings from the environment (RAG_EMBEDDER, ...) for this phase's corpus and index."""
+    """This phase's corpus, index and embedder; the other settings from the environment (RAG_*)."""
     from ..assistant import Assistant
     from ..config import Settings
 
-    return Assistant.from_settings(Settings.from_env(corpus_dir=Path(job["corpus"]), index_dir=Path(job["index"])),
-                                   warn=_log)
+    settings = Settings.from_env(corpus_dir=Path(job["corpus"]), index_dir=Path(job["index"]), embedder=job.get("embedder"))
+    return Assistant.from_settings(settings, warn=_log)
 
 
 def _warm_analyzer() -> None:
