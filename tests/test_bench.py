@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rag import bench
-from rag.bench import generation, report, speed
+from rag.bench import generation, report, speed, tuning
 from rag.errors import RagError
 
 
@@ -202,3 +202,19 @@ def test_answer_suite_runs_both_paths_on_fakes(settings, tmp_path):
         assert len(style["rows"]) == 2 and style["evidence_shown_s_p50"] is not None
     assert json.loads((out / "bench_answer.json").read_text())["questions"] == 2
     assert "# Answer path" in (out / "bench_answer.md").read_text() and "bench_answer.md" in r.lines[0]
+
+
+def test_generation_and_tuning_suites_run_on_fakes(settings, tmp_path, monkeypatch):
+    """The orchestration (prompts from a real retrieval, one worker process per configuration, summary,
+    report) with the fake generator: every backend job loads it, so only the plumbing is measured."""
+    monkeypatch.setattr(report, "memory_bandwidth", lambda mb=0, repeats=0: {"copy_gbs_1t": 1.0, "copy_gbs_2t": 2.0})
+    out = tmp_path / "results"
+    g = bench.run("generation", settings, out=out, quick=True).data["generation"]
+    assert set(g["runs"]) == {"llama.cpp", "transformers fp32"} and g["questions"] == generation.QUESTIONS[:2]
+    assert all(len(r["runs"]) == 2 and "error" not in r for r in g["runs"].values())
+    assert "error" in g["summary"]["physical_limit"]  # no GGUF file behind a fake model
+    t = bench.run("tuning", settings, out=out, quick=True)
+    assert [r["label"] for r in t.data["tuning"]["rows"]] == [tuning.TUNING[0][0], tuning.TUNING[-1][0]]
+    assert t.data["generation"] == json.loads(json.dumps(g))  # kept from the first run
+    md = (out / "bench_quick.md").read_text()
+    assert "## Generation — `fake` (quick)" in md and "## llama.cpp options" in md
