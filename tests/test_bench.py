@@ -6,6 +6,7 @@ import pytest
 
 from rag import bench
 from rag.bench import generation, report, speed, tuning
+from rag.bench.report import Outcome
 from rag.errors import RagError
 
 
@@ -69,7 +70,7 @@ def test_least_disturbed_round_wins():
 
 
 def test_markdown_report_has_every_section(tmp_path):
-    report = {"machine": {"cpu": "Test CPU", "cores": 2, "ram_gb": 8, "loadavg": [0.1, 0.1, 0.1], "date": "today",
+    data = {"machine": {"cpu": "Test CPU", "cores": 2, "ram_gb": 8, "loadavg": [0.1, 0.1, 0.1], "date": "today",
                           "bandwidth": {"copy_gbs_1t": 20.0, "copy_gbs_2t": 28.0}},
               "generation": fake_generation(tmp_path),
               "retrieval": {"embedder": "fake", "corpus": "corpus", "quick": True, "embedder_load_s": 0.5, "chunks": 10,
@@ -79,13 +80,13 @@ def test_markdown_report_has_every_section(tmp_path):
                   {"label": "2 threads", "threads": 2, "options": {}, "error": None, "prefill_tps": 100.0,
                    "gen_tps": 25.0, "ttft_s": 8.0, "same_text_as_first": True, "other_load_cores": 0.0},
                   {"label": "broken", "threads": 2, "options": {}, "error": "worker exited with 1"}]}}
-    md = speed.render_markdown(report)
+    md = speed.render_markdown(data)
     for needle in ["Test CPU", "| generation | 21.0 tok/s | 1.6 tok/s | 13.6× |", "cold start", "peak RSS",
                    "Prompt-lookup drafting", "identical text | | 1/2", "### Threads", "## llama.cpp options",
                    "error: worker exited with 1", "p50 / p95", "9.0 ms / 15.0 ms", "target p50 ≤ 50 ms | yes"]:
         assert needle in md, needle
-    json.dumps(report)  # the whole report is JSON-serialisable
-    assert "13.6×" in speed.summary_lines(report)
+    json.dumps(data)  # the whole report is JSON-serialisable
+    assert "13.6×" in speed.summary_lines(data)
 
 
 def test_other_load_and_bandwidth_measure_something():
@@ -105,7 +106,6 @@ def test_unknown_suite_is_a_typed_error(settings, tmp_path):
 
 def test_ann_suite_is_delegated(settings, tmp_path, monkeypatch):
     from rag.bench import ann
-    from rag.bench.report import Outcome
 
     calls = []
     monkeypatch.setattr(ann, "run", lambda s, **kw: calls.append(kw) or Outcome({}, ["ok"]))
@@ -129,7 +129,6 @@ def test_retrieval_suite_runs_on_fakes_and_keeps_other_sections(settings, tmp_pa
 
 def test_cli_maps_the_flags_to_the_suite(monkeypatch, capsys, tmp_path):
     from rag import cli
-    from rag.bench.report import Outcome
 
     calls = []
     monkeypatch.setattr(bench, "run", lambda suite, s, **kw: calls.append((suite, kw)) or Outcome({}, ["line 1", "line 2"]))

@@ -16,12 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RagError
+from .report import Outcome
 
 SUITES = ("all", "generation", "retrieval", "tuning", "ann", "answer", "scale")
 
 
 def run(suite: str, settings, *, out: Path = Path("eval/results"), quick: bool = False,
-        sizes: list[int] | None = None, work: Path | None = None, reuse: bool = False):
+        sizes: list[int] | None = None, work: Path | None = None, reuse: bool = False) -> Outcome:
     """Run one suite. `sizes` (vectors or chunks) and `work` (scratch directory) are for ann and scale,
     `reuse` (keep indexes an earlier run built) for scale."""
     out = Path(out)
