@@ -271,8 +271,12 @@ def cmd_serve(args) -> int:
 
 def cmd_bench(args) -> int:
     from . import bench
+    from .bench.report import parse_sizes
 
-    return bench.main(args, _settings(args))
+    outcome = bench.run(args.suite, _settings(args), out=args.out, quick=args.quick, sizes=parse_sizes(args.sizes),
+                        work=args.work, reuse=args.reuse)
+    print("\n".join(outcome.lines))
+    return 0
 
 
 # ---------------------------------------------------------------- parser

@@ -1,13 +1,17 @@
-"""`rag bench scale` pieces that run fast: the synthetic corpus, the keyword-store add, the report."""
+"""`rag bench scale`: the synthetic corpus, the keyword-store add and the report (fast); one quick run end to end (slow)."""
 
 from pathlib import Path
+
+import pytest
 
 from rag.fakes import FakeEmbedder
 from rag.chunking import chunk_document
 from rag.corpus import scan_sources
 from rag.index import build_index, load_index
 from rag.loaders import load_file
-from rag.scale import UNITS_PER_FILE, _keyword_add, make_corpus, render, seed_sentences, synth_file
+from rag.bench.scale_corpus import UNITS_PER_FILE, make_corpus, seed_sentences, synth_file
+from rag.bench.scale_phases import keyword_add
+from rag.bench.scale_report import render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +35,7 @@ def test_keyword_store_add_of_one_file_leaves_the_live_index_as_it_was(tmp_path)
     build_index(scan_sources([corpus]), tmp_path / "idx", emb.model_id, lambda: emb)
     before = load_index(tmp_path / "idx").bm25.num_documents()
     questions, sents = seed_sentences(ROOT / "corpus")
-    res = _keyword_add(tmp_path / "idx", synth_file(questions, sents, seed=10**9))
+    res = keyword_add(tmp_path / "idx", synth_file(questions, sents, seed=10**9))
     assert res["chunks"] >= UNITS_PER_FILE and res["add_s"] > 0
     assert load_index(tmp_path / "idx").bm25.num_documents() == before
 
@@ -55,3 +59,23 @@ def test_report_checks_the_targets_at_the_largest_size():
     assert "| fused p50 | 40 ms | ≤ 50 ms | ✅ |" in md and "| fused p95 | 160 ms | ≤ 150 ms | ❌ |" in md
     assert "| index load | 2.5 s | ≤ 2.0 s | ❌ |" in md and "| add one file (keyword store) | 1.2 s | ≤ 5.0 s | ✅ |" in md
     assert "| 1,030,000 |" in md and "| 10,300 |" in md
+
+
+@pytest.mark.slow  # four fresh processes (~20 s on a busy 2-core machine); the fake embedder, no model needed
+def test_quick_scale_run_goes_through_every_phase_process(tmp_path, monkeypatch):
+    from rag.bench import scale
+    from rag.config import Settings
+
+    monkeypatch.delenv("RAG_EMBEDDER", raising=False)  # the phases use the embedder of `settings`, not the default
+    settings = Settings(corpus_dir=ROOT / "corpus", index_dir=tmp_path / "unused", cache_dir=tmp_path / "cache",
+                        embedder="fake", generator="fake")
+    r = scale.run(settings, out=tmp_path / "out", quick=True, sizes=[200], work=tmp_path / "work")
+    size = r.data["sizes"]["200"]
+    assert size["build"]["chunks"] >= 200 and size["keyword"]["keyword_documents"] == size["build"]["chunks"]
+    assert size["serve"]["latency_ms"]["fused"]["p50"] > 0 and size["add"]["add"]["embedded"] >= UNITS_PER_FILE
+    assert size["add"]["delete"]["chunks"] == size["build"]["chunks"]
+    assert r.data["machine"]["embedder"] == "fake" and "`fake`" in (tmp_path / "out" / "scale_quick.md").read_text()
+    assert load_index(tmp_path / "work" / "index-200").manifest["embedder"]["id"] == "fake"  # built with it too
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"scale_quick.json", "scale_quick.md", "scale_quick.png"}
+    again = scale.run(settings, out=tmp_path / "out", quick=True, sizes=[200], work=tmp_path / "work", reuse=True)
+    assert again.data["sizes"]["200"]["build"] == size["build"]  # reused: not rebuilt

@@ -8,18 +8,17 @@ token, total; tokens the model read (prompt minus KV-cache reuse), generation sp
 
 from __future__ import annotations
 
-import json
-import resource
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
+
+from .report import Outcome, nearest_rank, peak_rss_mb, write_json
 
 STYLES = ("passages", "evidence")
 
 
 def _questions(n: int) -> list[str]:
-    from .evaluation.data import data_dir, load_jsonl
+    from ..evaluation.data import data_dir, load_jsonl
 
     items = [i for i in load_jsonl(data_dir() / "answers.jsonl") if i.get("in_corpus")]
     return [i["question"] for i in items][:n]
@@ -51,18 +50,13 @@ def _one(a, question: str) -> dict:
             "answer": answer.text[:200]}
 
 
-def _pct(values: list, q: float):
-    xs = sorted(v for v in values if v is not None)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else None
-
-
 def bench_answer(settings, n_questions: int = 12) -> dict:
-    from .assistant import Assistant
-    from .cpu import OtherLoad
+    from ..assistant import Assistant
+    from ..cpu import OtherLoad
 
-    base = Assistant(settings)
-    gen, emb = base.generator, base.embedder
-    parts = {s: Assistant(replace(settings, answer_style=s), embedder=emb, generator=gen) for s in STYLES}
+    base = Assistant.from_settings(settings)
+    base.generator, base.embedder  # loaded once, before deriving: both paths share them
+    parts = {s: base.derive(answer_style=s) for s in STYLES}
     questions = _questions(n_questions)
     for s in STYLES:  # warm: model pages, prompt prefixes, jieba's dictionary
         parts[s].answer(questions[-1])
@@ -74,18 +68,18 @@ def bench_answer(settings, n_questions: int = 12) -> dict:
                 print(f"bench answer: {s:9s} first token {rows[s][-1]['first_token_s'] or 0:5.1f}s  {q[:30]}",
                       file=sys.stderr, flush=True)
     out = {"model": settings.generator, "questions": len(questions), "other_load_cores": load.cores,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "styles": {}}
+           "peak_rss_mb": peak_rss_mb(), "styles": {}}
     for s in STYLES:
         r = rows[s]
         answered = [x for x in r if not x["abstained"]]
         stats = {"answered": len(answered), "rows": r,
                  "tokens_read_mean": (sum(x["tokens_read"] for x in answered) / len(answered)) if answered else None,
-                 "prefill_tps_p50": _pct([x["prefill_tps"] for x in answered], 0.5),
-                 "gen_tps_p50": _pct([x["gen_tps"] for x in answered], 0.5)}
+                 "prefill_tps_p50": nearest_rank([x["prefill_tps"] for x in answered], 0.5),
+                 "gen_tps_p50": nearest_rank([x["gen_tps"] for x in answered], 0.5)}
         for key in ("evidence_shown_s", "first_text_s", "first_token_s", "total_s"):
             pool = r if key == "evidence_shown_s" else answered  # a declined question has no answer timings
             for q in (0.5, 0.95):
-                stats[f"{key}_p{int(q * 100)}"] = _pct([x[key] for x in pool], q)
+                stats[f"{key}_p{int(q * 100)}"] = nearest_rank([x[key] for x in pool], q)
         out["styles"][s] = stats
     old, new = out["styles"]["passages"], out["styles"]["evidence"]
     out["first_token_speedup"] = (old["first_token_s_p50"] / new["first_token_s_p50"]
@@ -122,13 +116,12 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(settings, out: Path, n_questions: int = 12) -> int:
+def run(settings, *, out: Path, n_questions: int = 12) -> Outcome:
+    """Measure, write <out>/bench_answer.md and .json."""
     r = bench_answer(settings, n_questions)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_answer.json").write_text(json.dumps(r, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_json(out / "bench_answer.json", r)
     (out / "bench_answer.md").write_text(markdown(r), encoding="utf-8")
     n = r["styles"]["evidence"]
-    print(f"bench answer: first token p50 {_f(r['styles']['passages']['first_token_s_p50'])} s -> "
-          f"{_f(n['first_token_s_p50'])} s ({_f(r['first_token_speedup'])}x); evidence on screen p50 "
-          f"{_f(n['evidence_shown_s_p50'], 3)} s -> {out}/bench_answer.md")
-    return 0
+    return Outcome(r, [f"bench answer: first token p50 {_f(r['styles']['passages']['first_token_s_p50'])} s -> "
+                       f"{_f(n['first_token_s_p50'])} s ({_f(r['first_token_speedup'])}x); evidence on screen p50 "
+                       f"{_f(n['evidence_shown_s_p50'], 3)} s -> {out}/bench_answer.md"])

@@ -8,9 +8,9 @@ for 10M), return R candidates per query; the R candidates are then scored exactl
 fp16 copies in one file on disk (1 KB each; 10 GB for 10M), read with pread, so only the shortlist
 is read per query and the page cache that serves those reads is the kernel's, not the process's RSS.
 
-The 10M vectors are generated deterministically in blocks of 100k (rag.ann.FaceLikeVectors) and
+The 10M vectors are generated deterministically in blocks of 100k (rag.bench.ann_data.FaceLikeVectors) and
 never held together: each block is written to the fp16 file, added to the index, and scanned
-exactly to update the ground truth of the held-out queries (rag.ann.StreamingTopK).
+exactly to update the ground truth of the held-out queries (rag.bench.ann_data.StreamingTopK).
 IVF4096 rather than the guideline's 4*sqrt(N) = 16384: k-means for 16384 centroids at 512-d takes
 hours on 2 cores, and the HNSW coarse quantizer keeps assigning 10M vectors to minutes.
 """
@@ -24,10 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .ann import BATCH, FaceLikeVectors, Run, StreamingTopK, _log, peak_rss_bytes, recall, rss_bytes, train_streamed
+from .ann_data import BATCH, FaceLikeVectors, Run, StreamingTopK, recall, timed, trained_stream
+from .report import logger, peak_rss_mb, rss_bytes, size_label
 
 FACTORY = "OPQ64_512,IVF4096_HNSW32,PQ64x8"
 GT_BLOCK = 10_000  # database rows per exact ground-truth update
+
+_log = logger("ann")
 
 
 class DiskVectors:
@@ -64,49 +67,43 @@ def rerank(index, disk: DiskVectors, queries: np.ndarray, k: int, shortlist: int
     return out
 
 
-def _timed(fn, queries: np.ndarray, single: int) -> dict:
-    import faiss
-
-    fn(queries[:8])  # warm-up
-    t = time.perf_counter()
-    ids = fn(queries)
-    batched = len(queries) / (time.perf_counter() - t)
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # one request, one thread
-    try:
-        t = time.perf_counter()
-        for i in range(single):
-            fn(queries[i:i + 1])
-        qps1 = single / (time.perf_counter() - t)
-    finally:
-        faiss.omp_set_num_threads(threads)
-    return {"ids": ids, "qps_batched": batched, "qps_single": qps1}
-
-
 def disk_suite(work: Path, n: int = 10_000_000, dim: int = 512, identities: int = 5000, nq: int = 1000,
                factory: str = FACTORY, sweep: tuple = ((32, 100), (64, 200), (128, 400)),
-               single: int = 200) -> Run:
+               single: int = 200, batch: int = BATCH) -> Run:
+    """Train on a sample of the stream, then write, add and ground-truth every vector once; search each
+    (nprobe, shortlist) setting with exact re-ranking from the fp16 file."""
     import faiss
 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    label = f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
+    label = size_label(n)
     dataset = f"face-{label} x {dim} (compressed index in RAM, fp16 vectors on disk)"
-    gen = FaceLikeVectors(dim, identities)
-    queries = gen.queries(nq)
-    r0 = rss_bytes()
-    t0 = time.perf_counter()
-    index, train_n = train_streamed(gen, dim, factory, n)
-    ivf = faiss.extract_index_ivf(index)
-    train_s = time.perf_counter() - t0
-    _log(f"{dataset}: trained {factory} on {train_n:,} vectors in {train_s:.0f}s")
-    gt = StreamingTopK(queries, 10)
+    r0, t0 = rss_bytes(), time.perf_counter()
+    gen, queries, gt, index, train_s = trained_stream(dataset, n, dim, identities, nq, factory)
     vec_path = work / f"vectors-{label}-{dim}.f16"
+    added, add_s, write_s = _stream_in(gen, index, n, batch, vec_path, gt, dataset, t0)
+    build_s = train_s + add_s + write_s
+    index_path = work / f"index-{label}-{dim}.faiss"
+    faiss.write_index(index, str(index_path))
+    index_mb = index_path.stat().st_size / 2**20
+    points = _search(index, DiskVectors(vec_path, dim), queries, gt.ids, sweep, single, dataset)
+    note = (f"streamed; build = train {train_s:.0f}s + add {add_s:.0f}s + fp16 write {write_s:.0f}s; wall incl. data "
+            f"generation and exact ground truth {time.perf_counter() - t0:.0f}s; on disk: index "
+            f"{index_mb:,.0f} MB + fp16 vectors {vec_path.stat().st_size / 2**30:.2f} GiB; process RSS after the "
+            f"searches {rss_bytes() / 2**20:,.0f} MB (re-ranking reads with pread: the page cache is not in RSS)")
+    return Run(dataset, added, dim, factory + " + exact fp16 re-rank from disk", build_s,
+               index_mb * 2**20 / added, index_mb, (rss_bytes() - r0) / 2**20, peak_rss_mb(), points, note)
+
+
+def _stream_in(gen: FaceLikeVectors, index, n: int, batch: int, vec_path: Path, gt: StreamingTopK, dataset: str,
+               t0: float) -> tuple[int, float, float]:
+    """Each batch once: appended to the fp16 file (fsync'ed at the end), added to the index, scanned for the
+    exact top-10. Returns (vectors added, seconds adding, seconds writing)."""
     add_s = write_s = 0.0
     added = 0
     with open(vec_path, "wb") as f:
-        for b in range(math.ceil(n / BATCH)):
-            x = gen.batch(b, min(BATCH, n - added))
+        for b in range(math.ceil(n / batch)):
+            x = gen.batch(b, min(batch, n - added))
             t = time.perf_counter()
             f.write(x.astype(np.float16).tobytes())
             write_s += time.perf_counter() - t
@@ -122,11 +119,15 @@ def disk_suite(work: Path, n: int = 10_000_000, dim: int = 512, identities: int 
                      f"RSS {rss_bytes() / 2**20:.0f} MB)")
         f.flush()
         os.fsync(f.fileno())
-    build_s = train_s + add_s + write_s
-    index_path = work / f"index-{label}-{dim}.faiss"
-    faiss.write_index(index, str(index_path))
-    index_mb = index_path.stat().st_size / 2**20
-    disk = DiskVectors(vec_path, dim)
+    return added, add_s, write_s
+
+
+def _search(index, disk: DiskVectors, queries: np.ndarray, truth: np.ndarray, sweep, single: int,
+            dataset: str) -> list[dict]:
+    """Each (nprobe, shortlist): recall and QPS with re-ranking, and recall of the shortlist alone."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
     quantizer = faiss.downcast_index(ivf.quantizer)
     points = []
     try:
@@ -134,32 +135,15 @@ def disk_suite(work: Path, n: int = 10_000_000, dim: int = 512, identities: int 
             ivf.nprobe = nprobe
             if hasattr(quantizer, "hnsw"):
                 quantizer.hnsw.efSearch = max(2 * nprobe, 64)
-            res = _timed(lambda q: rerank(index, disk, q, 10, shortlist), queries, single)
-            p = {"setting": f"nprobe={nprobe},rerank={shortlist}", "recall@1": recall(res["ids"], gt.ids, 1),
-                 "recall@10": recall(res["ids"], gt.ids, 10), "qps_single": res["qps_single"],
+            res = timed(lambda q: rerank(index, disk, q, 10, shortlist), queries, single)
+            p = {"setting": f"nprobe={nprobe},rerank={shortlist}", "recall@1": recall(res["ids"], truth, 1),
+                 "recall@10": recall(res["ids"], truth, 10), "qps_single": res["qps_single"],
                  "qps_batched": res["qps_batched"]}
             # the shortlist alone (PQ distances, no re-ranking), to show what re-ranking adds
             _, approx = index.search(queries, 10)
-            p["recall@10_without_rerank"] = recall(approx, gt.ids, 10)
+            p["recall@10_without_rerank"] = recall(approx, truth, 10)
             points.append(p)
             _log(f"{dataset}: {p}")
     finally:
         disk.close()
-    rss_mb = rss_bytes() / 2**20
-    note = (f"streamed; build = train {train_s:.0f}s + add {add_s:.0f}s + fp16 write {write_s:.0f}s; wall incl. data "
-            f"generation and exact ground truth {time.perf_counter() - t0:.0f}s; on disk: index "
-            f"{index_mb:,.0f} MB + fp16 vectors {vec_path.stat().st_size / 2**30:.2f} GiB; process RSS after the "
-            f"searches {rss_mb:,.0f} MB (re-ranking reads with pread: the page cache is not in RSS)")
-    return Run(dataset, added, dim, factory + " + exact fp16 re-rank from disk", build_s,
-               index_mb * 2**20 / added, index_mb, (rss_bytes() - r0) / 2**20, peak_rss_bytes() / 2**20, points, note)
-
-
-def disk_conclusion(r: Run) -> str:
-    ok_points = [p for p in r.points if p["recall@10"] >= 0.9 and p["qps_batched"] >= 100]
-    best = max(ok_points or r.points, key=lambda p: (p["recall@10"] >= 0.9, p["qps_batched"] if ok_points else p["recall@10"]))
-    ok = bool(ok_points) and r.peak_rss_mb <= 2048
-    return (f"- {r.n:,} x {r.dim}, RSS <= 2 GB, recall@10 >= 0.9 after re-ranking, >= 100 QPS batched: "
-            f"**{'met' if ok else 'missed'}** — {r.index}: peak RSS {r.peak_rss_mb:,.0f} MB (index {r.index_mb:,.0f} MB, "
-            f"{r.bytes_per_vector:.0f} B/vector), {best['setting']}: recall@1 {best['recall@1']:.3f}, recall@10 "
-            f"{best['recall@10']:.3f} (without re-ranking {best['recall@10_without_rerank']:.3f}), "
-            f"{best['qps_batched']:,.0f} QPS batched, {best['qps_single']:,.0f} single; build {r.build_s / 60:.1f} min.")
+    return points

@@ -1,0 +1,164 @@
+"""<out>/scale.md and scale.png of `rag bench scale`: the table per corpus size, the targets at the largest
+size measured, build stages, incremental adds, the one-leg runs, and latency/memory against size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .report import figure, meets, save_figure
+from .scale_phases import N_QUERIES
+
+TARGETS = {"fused_p50_ms": 50, "fused_p95_ms": 150, "load_s": 2.0, "keyword_rss_mb": 1024, "add_file_s": 5.0}
+ONE_LEG_KEYS = ("one_leg", "one_leg_jieba", "one_leg_bigram")  # results of `python -m rag.bench.scale_phases one_leg`
+
+
+def _get(d: dict, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _mark(value, target) -> str:
+    """✅ / ❌ against an upper bound; — when not measured."""
+    ok = meets(value, target, higher=False)
+    return "—" if ok is None else "✅" if ok else "❌"
+
+
+def _kw_add(a: dict):
+    return _get(a, "add", "stages_s", "keywords") if "add" in a else _get(a, "keyword_store_only", "add_s")
+
+
+def render(report: dict) -> str:
+    m = report["machine"]
+    sizes = sorted(report["sizes"].items(), key=lambda kv: kv[1]["n_target"])
+    lines = [f"# Retrieval at scale: {', '.join(label for label, _ in sizes)} chunks", "",
+             f"{m['date']}, {m['cpus']} CPU cores (shared; load average at start {m['load_start']}), embedder "
+             f"`{m['embedder']}`. Produced by `nice -n 15 rag bench scale` (rag/bench/scale.py): synthetic Chinese "
+             "corpora made of the seed notes' sentences recombined into Q&A units of 100 per file, indexed by the "
+             "real `rag index` path; every phase in a fresh process. Queries: the retrieval eval set's questions "
+             f"({N_QUERIES}, k = 5 fused from 30 per leg). Latencies in ms.", "",
+             "| chunks | build | keyword load | keyword RSS | index load | index RSS | jieba p50/p95 | bigram p50/p95 | "
+             "dense p50/p95 (incl. embedding) | **fused p50/p95** | add 1 file: keyword store / whole `rag index` | "
+             "disk: keyword / vectors / chunks |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_size_row(r) for _, r in sizes if r.get("build")]  # the others were not built in full (one-leg table)
+    lines += _targets(sizes) + _build_stages(sizes) + _incremental(sizes) + _one_leg(sizes)
+    lines += ["", "## Reading it", ""] + report.get("notes", []) + [""]
+    return "\n".join(lines)
+
+
+def _size_row(r: dict) -> str:
+    b, k, s, a = r.get("build", {}), r.get("keyword", {}), r.get("serve", {}), r.get("add", {})
+
+    def lat(d, leg):
+        return f"{_get(d, 'latency_ms', leg, 'p50')} / {_get(d, 'latency_ms', leg, 'p95')}" if _get(d, "latency_ms", leg) else "—"
+
+    dense = "—"
+    if _get(s, "latency_ms", "dense"):
+        dense = (f"{round(s['latency_ms']['dense']['p50'] + s['latency_ms']['embed']['p50'], 2)} / "
+                 f"{round(s['latency_ms']['dense']['p95'] + s['latency_ms']['embed']['p95'], 2)}")
+    disk = s.get("disk_mb", {})
+    return (f"| {b.get('chunks', r['n_target']):,} | {b.get('build_s', '—')} s | {k.get('keyword_load_s', '—')} s | "
+            f"{k.get('keyword_rss_mb_after_queries', '—')} MB | {s.get('load_s', '—')} s | "
+            f"{s.get('rss_mb_index_after_queries', '—')} MB | {lat(k, 'jieba')} | {lat(k, 'bigram')} | {dense} | "
+            f"**{lat(s, 'fused')}** | {_kw_add(a)} s / {_get(a, 'add', 'total_s') or '—'} s | "
+            f"{disk.get('keyword store', '—')} / {disk.get('vector index', '—')} / "
+            f"{disk.get('chunks.sqlite (text + fp32 vectors)', '—')} MB |")
+
+
+def _targets(sizes: list) -> list[str]:
+    measured = [(label, r) for label, r in sizes if r.get("serve")] or sizes
+    big_label, big = measured[-1]
+    s, k, a = big.get("serve", {}), big.get("keyword", {}), big.get("add", {})
+    checks = [("fused p50", _get(s, "latency_ms", "fused", "p50"), TARGETS["fused_p50_ms"], "ms"),
+              ("fused p95", _get(s, "latency_ms", "fused", "p95"), TARGETS["fused_p95_ms"], "ms"),
+              ("index load", s.get("load_s"), TARGETS["load_s"], "s"),
+              ("keyword-leg RSS", k.get("keyword_rss_mb_after_queries"), TARGETS["keyword_rss_mb"], "MB"),
+              ("add one file (keyword store)", _kw_add(a), TARGETS["add_file_s"], "s"),
+              ("add one file (whole `rag index`)", _get(a, "add", "total_s"), TARGETS["add_file_s"], "s")]
+    lines = ["", f"## Targets at {big_label}", "", "| what | measured | target | |", "|---|---|---|---|"]
+    return lines + [f"| {w} | {v if v is not None else '—'} {u} | ≤ {t} {u} | {_mark(v, t)} |" for w, v, t, u in checks]
+
+
+def _build_stages(sizes: list) -> list[str]:
+    lines = ["", "## Build stages (seconds)", "", "| chunks | read+chunk | embed | keyword store | chunk store + vector "
+             "index + manifest | vector index | peak RSS of the build |", "|---|---|---|---|---|---|---|"]
+    for label, r in sizes:
+        if not r.get("build"):
+            continue
+        st = _get(r, "build", "build_stages_s") or {}
+        lines.append(f"| {label} | {st.get('read', '—')} | {st.get('embed', '—')} | {st.get('keywords', '—')} | "
+                     f"{st.get('write', '—')} | `{_get(r, 'serve', 'vector_index') or '—'}` | {_get(r, 'build', 'peak_rss_mb')} MB |")
+    return lines
+
+
+def _incremental(sizes: list) -> list[str]:
+    lines = ["", "## Incremental `rag index` (one file of 100 chunks added, then deleted)", "",
+             "| chunks | add: total | keyword store | embed | rewrite chunk store + vector index | delete: total | keyword store |",
+             "|---|---|---|---|---|---|---|"]
+    for label, r in sizes:
+        a = r.get("add", {})
+        if not a:
+            continue
+        if "add" not in a:
+            lines.append(f"| {label} | — | {_kw_add(a)} s (delete {_get(a, 'keyword_store_only', 'delete_s')} s) "
+                         "| — | — | — | — |")
+            continue
+        lines.append(f"| {label} | {_get(a, 'add', 'total_s')} s | {_get(a, 'add', 'stages_s', 'keywords')} s | "
+                     f"{_get(a, 'add', 'stages_s', 'embed')} s | {_get(a, 'add', 'stages_s', 'write')} s | "
+                     f"{_get(a, 'delete', 'total_s')} s | {_get(a, 'delete', 'stages_s', 'keywords')} s |")
+    return lines
+
+
+def _one_leg(sizes: list) -> list[str]:
+    one = [r[key] for _, r in sizes for key in ONE_LEG_KEYS if r.get(key)]
+    if not one:
+        return []
+    lines = ["", "## The keyword store alone, one leg (`python -m rag.bench.scale_phases one_leg`)", "",
+             "| documents | leg | build | load | RSS after queries | p50 / p95 ms | add 1 file (100 chunks) | disk |",
+             "|---|---|---|---|---|---|---|---|"]
+    return lines + [f"| {o['documents']:,} | {o['leg']} | {o['build_s']} s | {o['load_s']} s | {o['rss_mb_after_queries']} MB | "
+                    f"{o['latency_ms']['p50']} / {o['latency_ms']['p95']} | {o['add_file_s']} s | {o['disk_mb']} MB |"
+                    for o in one]
+
+
+def plot(report: dict, path: Path) -> None:
+    """Latency (left) and memory/disk (right) against corpus size, log-log."""
+    import numpy as np
+
+    sizes = sorted(report["sizes"].values(), key=lambda r: r["n_target"])
+    n = [_get(r, "build", "chunks") or r["n_target"] for r in sizes]
+    fig, axes = figure(2, (11, 4.2))
+    ax1, ax2 = axes[0]
+    for key, label, src in (("fused", "fused (hybrid, k=5)", "serve"), ("jieba", "jieba-word BM25", "keyword"),
+                            ("bigram", "bigram BM25", "keyword"), ("dense", "dense search (no embedding)", "serve")):
+        for q, style in (("p50", "-o"), ("p95", ":x")):
+            ys = [_get(r, src, "latency_ms", key, q) for r in sizes]
+            if any(y is not None for y in ys):
+                ax1.plot(n, [y if y is not None else np.nan for y in ys], style, label=f"{label} {q}")
+    for leg, style in (("jieba", "^"), ("bigram", "v")):  # the one-leg runs (keyword store alone)
+        pts = [(r["one_leg"]["documents"], r["one_leg"]["latency_ms"]) for r in sizes
+               if _get(r, "one_leg", "leg") == leg] + [(r["one_leg_" + leg]["documents"], r["one_leg_" + leg]["latency_ms"])
+                                                      for r in sizes if r.get("one_leg_" + leg)]
+        for x, l in pts:
+            ax1.plot([x], [l["p50"]], style, color="black", label=f"{leg} leg alone p50")
+            ax1.plot([x], [l["p95"]], style, color="grey", label=f"{leg} leg alone p95")
+    ax1.axhline(TARGETS["fused_p50_ms"], color="grey", lw=0.8, ls="--")
+    ax1.set(xscale="log", yscale="log", xlabel="chunks", ylabel="ms per query", title="query latency")
+    ax1.legend(fontsize=7)
+    for key, label, src in (("keyword_rss_mb_after_queries", "keyword legs RSS", "keyword"),
+                            ("rss_mb_index_after_queries", "whole index RSS", "serve")):
+        ax2.plot(n, [_get(r, src, key) or np.nan for r in sizes], "-o", label=label)
+    for key, label in (("keyword store", "keyword store on disk"), ("vector index", "vector index on disk")):
+        ax2.plot(n, [_get(r, "serve", "disk_mb", key) or np.nan for r in sizes], "--s", label=label)
+    for r in sizes:
+        for key in ONE_LEG_KEYS:
+            o = r.get(key)
+            if o:
+                ax2.plot([o["documents"]], [o["rss_mb_after_queries"]], "^", label=f"{o['leg']} leg alone RSS")
+                ax2.plot([o["documents"]], [o["disk_mb"]], "s", mfc="none", label=f"{o['leg']} leg alone on disk")
+    ax2.axhline(TARGETS["keyword_rss_mb"], color="grey", lw=0.8, ls="--")
+    ax2.set(xscale="log", yscale="log", xlabel="chunks", ylabel="MB", title="memory and disk")
+    ax2.legend(fontsize=7)
+    save_figure(fig, path)
