@@ -73,6 +73,21 @@ class Event:
     evidence: list[Evidence] = field(default_factory=list)  # with "retrieved": shown before any token
 
 
+@dataclass
+class _Turn:
+    """One question on its way through ask(): what was retrieved and selected, and the clock."""
+    question: str
+    query: str
+    retrieval: Retrieval
+    evidence: list[Evidence]
+    t0: float
+    timings: dict
+
+    @property
+    def quotes(self) -> set[str]:
+        return {e.text.strip().rstrip("。.") for e in self.evidence}
+
+
 class Assistant:
     def __init__(self, settings: Settings, embedder=None, generator=None,
                  progress: Callable | None = None, warn: Callable[[str], None] = lambda m: None):
@@ -183,57 +198,63 @@ class Assistant:
         t_rewrite = time.perf_counter() - t0
         retrieval = self.search(query, k)
         evidence = select_evidence(query, retrieval.hits, self.embedder) if retrieval.hits else []
-        timings = {"rewrite": t_rewrite, "retrieval": time.perf_counter() - t0 - t_rewrite}
+        turn = _Turn(question, query, retrieval, evidence, t0,
+                     {"rewrite": t_rewrite, "retrieval": time.perf_counter() - t0 - t_rewrite})
         yield Event("retrieved", retrieval=retrieval, text=query, evidence=evidence)
-        timings["evidence_shown"] = time.perf_counter() - t0
-        style = self.settings.answer_style
-
-        def declined(p_covered=None, unknown=()) -> Event:
-            timings["total"] = time.perf_counter() - t0
-            text = prompts.not_covered_message(question, list(unknown))
-            return Event("done", answer=Answer(question, query, text, retrieval.hits, True, None, timings, evidence,
-                                               None, p_covered, list(unknown)))
-
-        if not retrieval.hits or (style == "evidence" and not evidence):
-            yield declined()
+        turn.timings["evidence_shown"] = time.perf_counter() - t0
+        plan = self._plan(turn)
+        if isinstance(plan, Answer):
+            yield Event("done", answer=plan)
             return
-        if style == "evidence":
-            unknown = unknown_names(query, self.index().bm25.legs["jieba"])
-            if unknown:
-                yield declined(0.0, unknown)
-                return
-            messages = prompts.evidence_messages(question, evidence, retrieval.hits)
-            p_covered = self.p_covered(retrieval, evidence, messages)
-            timings["judge"] = time.perf_counter() - t0 - timings["evidence_shown"]
-            covered = retrieval.covered if p_covered is None else p_covered >= self._calibration.threshold
-            if not covered:
-                yield declined(p_covered)
-                return
-            top = max(evidence, key=lambda e: e.score)
-            prefix = prompts.quote_prefix(top)
-        else:
-            if not retrieval.covered:
-                yield declined()
-                return
-            messages, prefix, p_covered = prompts.answer_messages(question, retrieval.hits), "", None
-        # The stream shows only sentences the cheap checks accept; a suspect one holds the rest back
-        # until the full check below, so a contradiction is never on screen, not even for a moment.
+        messages, prefix, p_covered = plan
         parts: list[str] = []
+        yield from self._stream(turn, messages, prefix, parts)
+        yield Event("done", answer=self._finish(turn, "".join(parts).strip(), prefix, p_covered))
+
+    def _declined(self, turn: "_Turn", p_covered: float | None = None, unknown=()) -> Answer:
+        turn.timings["total"] = time.perf_counter() - turn.t0
+        text = prompts.not_covered_message(turn.question, list(unknown))
+        return Answer(turn.question, turn.query, text, turn.retrieval.hits, True, None, turn.timings, turn.evidence,
+                      None, p_covered, list(unknown))
+
+    def _plan(self, turn: "_Turn"):
+        """Decide whether to answer: (messages, system-written prefix, P(covered)), or the declined Answer."""
+        retrieval, evidence = turn.retrieval, turn.evidence
+        if self.settings.answer_style != "evidence":
+            if not retrieval.hits or not retrieval.covered:
+                return self._declined(turn)
+            return prompts.answer_messages(turn.question, retrieval.hits), "", None
+        if not retrieval.hits or not evidence:
+            return self._declined(turn)
+        unknown = unknown_names(turn.query, self.index().bm25.legs["jieba"])
+        if unknown:
+            return self._declined(turn, 0.0, unknown)
+        messages = prompts.evidence_messages(turn.question, evidence, retrieval.hits)
+        p_covered = self.p_covered(retrieval, evidence, messages)
+        turn.timings["judge"] = time.perf_counter() - turn.t0 - turn.timings["evidence_shown"]
+        covered = retrieval.covered if p_covered is None else p_covered >= self._calibration.threshold
+        if not covered:
+            return self._declined(turn, p_covered)
+        return messages, prompts.quote_prefix(max(evidence, key=lambda e: e.score)), p_covered
+
+    def _stream(self, turn: "_Turn", messages: list[dict], prefix: str, parts: list[str]) -> Iterator[Event]:
+        """Run the model, collecting its text in `parts`. The stream shows only sentences the cheap checks
+        accept; a suspect one holds the rest back until the full check, so a contradiction is never on
+        screen, not even for a moment."""
+        evidence_style = self.settings.answer_style == "evidence"
         shown, held = 0, False
-        quotes = {e.text.strip().rstrip("。.") for e in evidence}
         if prefix:
             yield Event("token", text=prefix)
         try:
             for piece in self.generator.stream(messages, max_tokens=self.settings.max_new_tokens, prefix=prefix):
-                if "first_token" not in timings:
-                    timings["first_token"] = time.perf_counter() - t0
+                turn.timings.setdefault("first_token", time.perf_counter() - turn.t0)
                 parts.append(piece)
-                if style != "evidence":
+                if not evidence_style:
                     yield Event("token", text=piece)
                     continue
                 if not held:
                     text = "".join(parts)
-                    upto, held = releasable(text, shown, evidence, quotes, len(retrieval.hits))
+                    upto, held = releasable(text, shown, turn.evidence, turn.quotes, len(turn.retrieval.hits))
                     if upto > shown:
                         yield Event("token", text=text[shown:upto])
                         shown = upto
@@ -243,22 +264,22 @@ class Assistant:
             raise
         except Exception as e:  # a backend bug must reach the user as one typed message, not a trace
             raise GenerationError(f"the language model failed mid-answer ({type(e).__name__}: {e})") from e
-        raw = "".join(parts).strip()
+
+    def _finish(self, turn: "_Turn", raw: str, prefix: str, p_covered: float | None) -> Answer:
+        """Check the citations and (evidence style) every sentence against the evidence."""
         if prompts.says_not_covered(raw):
-            # The model read the evidence and found no answer: same outcome as the gate.
-            yield declined(p_covered)
-            return
-        checked = check_citations(raw, [h.chunk.embed_text() for h in retrieval.hits])
+            return self._declined(turn, p_covered)  # the model read the evidence and found no answer
+        checked = check_citations(raw, [h.chunk.embed_text() for h in turn.retrieval.hits])
         verified, text = None, checked.text
-        if style == "evidence":
-            verified = verify_answer(checked.text, evidence, self._scorer(), quotes)
+        if self.settings.answer_style == "evidence":
+            verified = verify_answer(checked.text, turn.evidence, self._scorer(), turn.quotes)
             if verified.text and verified.verdicts and verified.verdicts[0].status in KEPT:
                 text = prefix + verified.text
             else:  # the conclusion went: the quote stands alone (or before the evidence that replaced it)
                 text = "\n".join(filter(None, [prefix.rstrip().removesuffix("所以，").rstrip(), verified.text]))
-        timings["total"] = time.perf_counter() - t0
-        yield Event("done", answer=Answer(question, query, text, retrieval.hits, False, checked, timings,
-                                          evidence, verified, p_covered))
+        turn.timings["total"] = time.perf_counter() - turn.t0
+        return Answer(turn.question, turn.query, text, turn.retrieval.hits, False, checked, turn.timings,
+                      turn.evidence, verified, p_covered)
 
     # -- evidence checks with the local model
 
