@@ -35,12 +35,10 @@ import logging
 import os
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from .errors import CorpusError, RagError
-from .openai_format import (MAX_BODY_BYTES, ApiError, api_error, chunk, completion, conversation, int_field,
-                            read_json, sources)
+from .openai_format import MAX_BODY_BYTES, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -109,177 +107,16 @@ class Service:
 
 # ================================================================ HTTP
 
-async def acquire(gate, request):
-    """The slot, waited for in a thread; a client that goes away while waiting gives up its place."""
-    import anyio
-
-    gate.check_room()
-    cancelled, box = threading.Event(), {}
-
-    async def watch():
-        while not cancelled.is_set():
-            await anyio.sleep(0.25)
-            if await request.is_disconnected():
-                cancelled.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch)
-        try:
-            box["slot"] = await anyio.to_thread.run_sync(lambda: gate.acquire(cancelled=cancelled))
-        except BaseException as e:  # raised after the task group closes (no exception groups)
-            box["error"] = e
-        tg.cancel_scope.cancel()
-    if "error" in box:
-        raise box["error"]
-    return box["slot"]
-
-
-_END = object()
-
-
-def _next(run, poll):
-    try:
-        return run.next(poll)
-    except StopIteration:
-        return _END
-
-
-async def events(run, request):
-    """The answer's events; stops (and cancels the answer) when the client disconnects."""
-    import anyio
-
-    try:
-        while True:
-            ev = await anyio.to_thread.run_sync(_next, run, 0.5, abandon_on_cancel=True)
-            if ev is _END:
-                return
-            if await request.is_disconnected():
-                log.info("client went away: answer cancelled")
-                return
-            if ev is not None:
-                yield ev
-    finally:
-        run.cancel()
-
-
 def create_app(service: Service, api_key: str = "", loopback_only: bool = True, gradio_api: bool = False,
                mount_ui: bool = True):
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, StreamingResponse
+
+    from .routes import Routes
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="rag")
-    gate = service.gate
-
-    def error_response(e: BaseException) -> JSONResponse:
-        err = api_error(e)
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-
-    async def models(request):
-        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "local"}
-                                           for m in service.models()]})
-
-    async def retrieve(request):
-        import anyio
-
-        try:
-            body = await read_json(request)
-            query = body.get("query")
-            if not isinstance(query, str) or not query.strip():
-                raise ApiError(400, "`query` must be a non-empty string", code="query")
-            k = int_field(body, "k", 1, 50)
-            mode = body.get("mode", "hybrid")
-            if mode not in ("hybrid", "dense", "bm25"):
-                raise ApiError(400, "`mode` must be hybrid, dense or bm25", code="mode")
-            r = await anyio.to_thread.run_sync(lambda: service.backend.assistant.search(query, k, mode=mode))
-        except Exception as e:
-            return error_response(e)
-        return JSONResponse({"query": r.query, "covered": r.covered, "results": [h.to_dict() for h in r.hits]})
-
-    async def chat(request):
-        import anyio
-
-        try:
-            body = await read_json(request)
-            question, history = conversation(body.get("messages"))
-            from .retriever import clean_query
-
-            clean_query(question)  # a bad question is a 400 before any waiting
-            stream = body.get("stream", False)
-            if not isinstance(stream, bool):
-                raise ApiError(400, "`stream` must be true or false", code="stream")
-            k = int_field(body, "top_k", 1, 10)
-            switch_to = service.check_model(body.get("model"))
-            if switch_to:
-                await anyio.to_thread.run_sync(service.switch, switch_to)
-            service.check_ready()
-            model = service.backend.model
-            slot = await acquire(gate, request)
-        except Exception as e:
-            return error_response(e)
-        run = gate.run(slot, service.answer_events(question, history, k))
-        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-        async def record(answer):  # an fsync'ed SQLite write: kept off the event loop
-            if service.feedback is not None:
-                await anyio.to_thread.run_sync(service.feedback.record_answer, cid, answer, model, service.backend)
-
-        if not stream:
-            answer = None
-            try:
-                async for ev in events(run, request):
-                    if ev.kind == "done":
-                        answer = ev.answer
-            except Exception as e:
-                return error_response(e)
-            if answer is None:  # the client went away
-                return JSONResponse({"error": {"message": "cancelled", "type": "cancelled"}}, status_code=499)
-            await record(answer)
-            return JSONResponse(completion(cid, model, created, answer))
-
-        async def sse():
-            yield chunk(cid, model, created, {"role": "assistant", "content": ""})
-            streamed = False
-            try:
-                async for ev in events(run, request):
-                    if ev.kind == "token" and ev.text:
-                        streamed = True
-                        yield chunk(cid, model, created, {"content": ev.text})
-                    elif ev.kind == "done":  # other kinds (retrieved, future ones) carry nothing to stream
-                        a = ev.answer
-                        if not streamed:  # declined before generation: the message is the answer
-                            yield chunk(cid, model, created, {"content": a.text})
-                        await record(a)
-                        yield chunk(cid, model, created, {}, "stop", sources=sources(a), abstained=a.abstained,
-                                    query=a.query, answer=a.text)
-                        yield "data: [DONE]\n\n"
-            except Exception as e:  # headers are sent: the error travels as an SSE event
-                yield f"data: {json.dumps(api_error(e).body(), ensure_ascii=False)}\n\n"
-
-        return StreamingResponse(sse(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    async def feedback(request):
-        import anyio
-
-        try:
-            body = await read_json(request)
-            if service.feedback is None:
-                raise ApiError(404, "feedback is not enabled on this server", code="feedback_disabled")
-            row = await anyio.to_thread.run_sync(service.feedback.rate, body.get("id"), body.get("rating"),
-                                                 body.get("correction"))
-        except Exception as e:
-            return error_response(e)
-        return JSONResponse({"ok": True, **row})
-
-    async def unknown(request):
-        return error_response(ApiError(404, f"no such endpoint: {request.url.path}", code="not_found"))
-
     # plain Starlette routes: the handlers read the request themselves (size cap, content type)
-    for path, handler, methods in [("/v1/models", models, ["GET"]), ("/v1/retrieve", retrieve, ["POST"]),
-                                   ("/v1/chat/completions", chat, ["POST"]), ("/v1/feedback", feedback, ["POST"]),
-                                   ("/v1/{rest:path}", unknown, ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])]:
+    for path, handler, methods in Routes(service).table():
         app.router.add_route(path, handler, methods=methods)
-
     return Guard(app, api_key, loopback_only)
 
 
