@@ -281,14 +281,29 @@ def cmd_bench(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
+def _positive(text: str) -> int:
+    """argparse type: a whole number >= 1 (for --limit, --every, --port)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     for flag, name in COMMON_FLAGS.items():
         _add_setting(common, flag, name)
-
     p = argparse.ArgumentParser(prog="rag", description="Offline, Chinese-first RAG assistant over deep-learning interview notes.")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_index_parser, _query_parsers, _eval_parser, _serve_parser, _bench_parser):
+        add(sub, common)
+    return p
 
+
+def _index_parser(sub, common) -> None:
     s = sub.add_parser("index", parents=[common], help="build or update the index (incremental by content hash)")
     s.add_argument("paths", nargs="*", help="files or directories (default: the corpus directory)")
     s.add_argument("--rebuild", action="store_true", help="re-embed everything")
@@ -297,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index PATHS outside the current directory and the corpus directory")
     s.set_defaults(func=cmd_index)
 
+
+def _query_parsers(sub, common) -> None:
     for name, func, helptext in [("search", cmd_search, "retrieval only: ranked passages with scores"),
                                  ("ask", cmd_ask, "answer a question with cited passages")]:
         s = sub.add_parser(name, parents=[common], help=helptext)
@@ -310,13 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--no-stream", action="store_true", help="print the answer when complete")
         s.set_defaults(func=func)
 
+
+def _eval_parser(sub, common) -> None:
     s = sub.add_parser("eval", parents=[common], help="accuracy report (mcq, retrieval, answers; all by default)")
     s.add_argument("suite", nargs="?", default="all",
                    choices=["all", "mcq", "retrieval", "answers", "evidence", "abstain", "mcq-judge", "feedback"],
                    help="feedback: turn 👎 answers from rag serve into draft eval items (--feedback-out)")
     s.add_argument("--set", type=Path, help="answers: a rubric set such as eval/answers_blind.jsonl (report named after it)")
-    s.add_argument("--limit", type=int, help="only the first N items (quick check)")
-    s.add_argument("--every", type=int, help="answers --set: every N-th item (a spread subset)")
+    s.add_argument("--limit", type=_positive, help="only the first N items (quick check)")
+    s.add_argument("--every", type=_positive, help="answers --set: every N-th item (a spread subset)")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
     _add_setting(s, "-k", "top_k")
     s.add_argument("--no-cache", action="store_true", help="re-score every MCQ option (ignore cached LLM scores)")
@@ -326,10 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where `rag eval feedback` writes the items to review")
     s.set_defaults(func=cmd_eval)
 
+
+def _serve_parser(sub, common) -> None:
     s = sub.add_parser("serve", parents=[common], help="OpenAI-compatible API + chat UI on one port")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other address "
                    "needs RAG_API_KEY)")
-    s.add_argument("--port", type=int, help="port (default: env RAG_PORT, else 8000)")
+    s.add_argument("--port", type=_positive, help="port (default: env RAG_PORT, else 8000)")
     s.add_argument("--stall-seconds", type=float, help="end an answer when no token came for this long "
                    "(default 90, env RAG_STALL_SECONDS)")
     s.add_argument("--budget-seconds", type=float, help="time budget of one answer, and of the wait for the "
@@ -340,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the index directory, env RAG_FEEDBACK_DB)")
     s.set_defaults(func=cmd_serve)
 
+
+def _bench_parser(sub, common) -> None:
     s = sub.add_parser("bench", parents=[common], help="speed and memory benchmarks")
     s.add_argument("suite", nargs="?", default="all", help="all | generation | retrieval | tuning | ann | answer | scale")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
@@ -348,7 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--work", type=Path, help="scale: where synthetic corpora and indexes go (default test-artifacts/scale)")
     s.add_argument("--reuse", action="store_true", help="scale: keep indexes already built by an earlier run")
     s.set_defaults(func=cmd_bench)
-    return p
 
 
 def _interrupt(signum, frame):
