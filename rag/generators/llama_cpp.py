@@ -58,8 +58,8 @@ class LlamaCppGenerator:
             raise ModelNotInstalled(f"cannot load {path}: {e}") from None
         self._is_eog_token = llama_cpp.llama_vocab_is_eog
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self._ctx = LlamaContext(self.llm, max(n_batch, n_draft + 1))
-        self.kv = KVCache(self._ctx, n_batch)
+        self._context = LlamaContext(self.llm, max(n_batch, n_draft + 1))
+        self.kv = KVCache(self._context, n_batch)
         self.n_ctx = self.kv.n_ctx
         self.n_batch = n_batch
         self._lock = threading.Lock()  # one llama context: one request at a time
@@ -90,7 +90,7 @@ class LlamaCppGenerator:
             return
         n = choose_threads(self.cores, self._cpu.others(), self.threads)
         if n != self.threads:
-            self._ctx.set_threads(n)
+            self._context.set_threads(n)
             self.threads = n
 
     def _is_eog(self, token: int) -> bool:
