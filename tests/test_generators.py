@@ -1,11 +1,12 @@
-"""Generators: decoding logic with a fake model (fast), and the real 1.5B on both backends (slow)."""
+"""Generators: decoding logic and the KV cache with fake models (fast), and the real 1.5B on both backends (slow)."""
 
 import random
 
 import pytest
 
-from rag.generators import (
+from rag.generators.decoding import (
     accept_draft,
+    common_prefix,
     greedy_decode,
     log_softmax_at,
     lookup_draft,
@@ -110,11 +111,10 @@ def test_max_tokens_and_eos_stop_inside_a_draft():
 
 
 def test_common_prefix():
-    from rag.generators import common_prefix
-
     assert common_prefix([1, 2, 3], (1, 2, 4)) == 2
     assert common_prefix([], [1]) == 0
     assert common_prefix([5, 6], [5, 6, 7]) == 2
+    assert common_prefix("答案是巴黎", "答案是柏林") == 3  # strings too (rag bench compares texts)
 
 
 def test_log_softmax_at():
@@ -122,6 +122,135 @@ def test_log_softmax_at():
 
     assert log_softmax_at([0.0, 0.0], 1) == pytest.approx(math.log(0.5))
     assert log_softmax_at([1000.0, 0.0], 0) == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------- KV cache (fake llama.cpp context)
+
+
+class FakeContext:
+    """Stands in for LlamaContext: the keys/values are the tokens themselves; records every decode."""
+
+    def __init__(self, n_ctx=64, fail_from=None, refuse_load=False):
+        self.n_ctx = n_ctx
+        self.kv = []
+        self.calls = []  # (tokens, pos0, logits) of each decode
+        self.fail_from = fail_from  # a decode reaching this position fails
+        self.refuse_load = refuse_load
+
+    def decode(self, tokens, pos0, logits):
+        assert pos0 == len(self.kv)
+        if self.fail_from is not None and pos0 + len(tokens) > self.fail_from:
+            self.kv.extend(tokens[:1])  # llama.cpp may leave part of a failed batch behind
+            return 1
+        self.calls.append((list(tokens), pos0, logits))
+        self.kv.extend(tokens)
+        return 0
+
+    def remove(self, pos0):
+        del self.kv[pos0:]
+
+    def logits(self, i):
+        tokens, _, rows = self.calls[-1]
+        i = i % len(tokens)
+        assert rows == "all" or (rows == "last" and i == len(tokens) - 1), "row llama.cpp did not compute"
+        return [float(tokens[i])]
+
+    def save(self):
+        return tuple(self.kv)
+
+    def load(self, state):
+        if self.refuse_load:
+            return False
+        self.kv = list(state)
+        return True
+
+    def decoded(self):
+        return sum(len(t) for t, _, _ in self.calls)
+
+
+def make_cache(**ctx_options):
+    from rag.generators.kv_cache import KVCache
+
+    ctx = FakeContext(**ctx_options)
+    return KVCache(ctx, n_batch=4, snapshots=2, min_gain=2), ctx
+
+
+def test_kv_prefill_reuses_the_common_prefix_and_redecodes_the_last_token():
+    cache, ctx = make_cache()
+    assert cache.prefill([1, 2, 3, 4, 5]) == 0
+    assert cache.tokens == ctx.kv == [1, 2, 3, 4, 5] and cache.tokens_read == 5
+    assert cache.logits(-1) == [5.0]
+    assert cache.prefill([1, 2, 3, 9, 9, 9]) == 3
+    assert cache.tokens == ctx.kv == [1, 2, 3, 9, 9, 9] and cache.tokens_read == 8
+    n = ctx.decoded()
+    assert cache.prefill([1, 2, 3, 9, 9, 9]) == 5  # the same prompt: only its last token again
+    assert ctx.decoded() == n + 1 and cache.tokens_read == 9
+    assert cache.logits(-1) == [9.0]
+
+
+def test_kv_decode_batches_and_logits_rows():
+    cache, ctx = make_cache()
+    cache.decode(list(range(1, 11)), logits="last")
+    assert [(len(t), p, rows) for t, p, rows in ctx.calls] == [(4, 0, "none"), (4, 4, "none"), (2, 8, "last")]
+    cache.decode([11, 12, 13], logits="all")
+    assert [cache.logits(i) for i in range(3)] == [[11.0], [12.0], [13.0]]
+    cache.truncate(5)
+    assert cache.tokens == ctx.kv == [1, 2, 3, 4, 5] and len(cache) == 5
+    cache.truncate(9)  # longer than the cache: nothing to remove
+    assert len(cache) == 5
+
+
+def test_kv_failed_decode_leaves_cache_and_context_in_step():
+    from rag.errors import GenerationError
+
+    cache, ctx = make_cache(fail_from=6)
+    with pytest.raises(GenerationError, match="llama_decode failed"):
+        cache.decode([1, 2, 3, 4, 5, 6, 7])
+    assert cache.tokens == ctx.kv == [1, 2, 3, 4]  # the first batch stays, the failed one is removed
+    with pytest.raises(GenerationError, match="context holds 64"):
+        cache.prefill(list(range(64)))
+
+
+def test_kv_snapshot_brings_back_a_prompt_after_a_different_one():
+    cache, ctx = make_cache()
+    answer = [1, 2, 3, 4, 5, 6, 7, 8]
+    cache.prefill(answer)
+    cache.prefill([20, 21, 22])  # the rewrite prompt replaces the live context
+    n = ctx.decoded()
+    assert cache.prefill([1, 2, 3, 4, 5, 6, 30, 31]) == 6  # restored from the snapshot of `answer`
+    assert ctx.decoded() == n + 2 and cache.tokens == ctx.kv == [1, 2, 3, 4, 5, 6, 30, 31]
+
+
+def test_kv_snapshot_must_save_more_than_min_gain_tokens():
+    from rag.generators.kv_cache import KVCache
+
+    for min_gain, reused in ((2, 6), (1, 8)):
+        cache = KVCache(FakeContext(), n_batch=4, snapshots=4, min_gain=min_gain)
+        cache.prefill([1, 2, 3, 4, 5, 6, 7, 8])
+        cache.prefill([1, 2, 3, 4, 5, 6, 50])
+        # the snapshot shares 8 tokens, the live context 6: restoring gains 2
+        assert cache.prefill([1, 2, 3, 4, 5, 6, 7, 8, 60]) == reused
+
+
+def test_kv_snapshots_are_an_lru_without_superseded_prefixes():
+    cache, _ = make_cache()
+    cache.prefill([1, 2, 3])
+    cache.prefill([1, 2, 3, 4, 5])  # extends [1, 2, 3], which goes
+    assert list(cache.snapshots) == [(1, 2, 3, 4, 5)]
+    cache.prefill([7, 8])
+    cache.prefill([9, 9])
+    assert list(cache.snapshots) == [(7, 8), (9, 9)]  # at most 2, the oldest dropped
+    cache.clear()
+    assert not cache.snapshots and not cache.tokens
+
+
+def test_kv_refused_snapshot_is_dropped_and_the_prompt_recomputed():
+    cache, ctx = make_cache(refuse_load=True)
+    cache.prefill([1, 2, 3, 4, 5, 6, 7, 8])
+    cache.prefill([20, 21])
+    assert cache.prefill([1, 2, 3, 4, 5, 6, 9]) == 0
+    assert cache.tokens == ctx.kv == [1, 2, 3, 4, 5, 6, 9]
+    assert (1, 2, 3, 4, 5, 6, 7, 8) not in cache.snapshots
 
 
 def test_physical_cores_is_positive():
