@@ -250,13 +250,10 @@ def _div(a, b):
 
 
 def _common_prefix(a: str, b: str) -> dict:
-    """How far two generated texts agree, in characters (rag.generators.common_prefix does token ids)."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return {"common_chars": n, "of": min(len(a), len(b))}
+    """How far two generated texts agree, in characters."""
+    from ..generators.decoding import common_prefix
+
+    return {"common_chars": common_prefix(a, b), "of": min(len(a), len(b))}
 
 
 # ---------------------------------------------------------------- bench.md section
