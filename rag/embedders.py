@@ -160,11 +160,21 @@ def build_static_embedder(gguf_file: Path, out_dir: Path, dims: int = 256) -> Pa
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     model.save(str(tmp))
     (tmp / "rag_build.json").write_text(json.dumps({"source": gguf_file.name, "dims": dims, "version": STATIC_BUILD_VERSION}))
-    if out_dir.exists():
-        import shutil
+    import shutil
 
-        shutil.rmtree(out_dir)
-    rename_durably(tmp, out_dir)
+    # Two processes may build at once (the UI and a CLI, parallel tests): the first complete build wins,
+    # and nobody deletes a directory another process may already be reading.
+    if (out_dir / "rag_build.json").exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return out_dir
+    if out_dir.exists():  # a leftover without its build stamp
+        shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        rename_durably(tmp, out_dir)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out_dir / "rag_build.json").exists():
+            raise
     return out_dir
 
 

@@ -64,6 +64,7 @@ def built(corpus, tmp_path):
 
 # ---------------------------------------------------------------- F1, F2: SIGKILL
 
+@pytest.mark.slow  # a dozen SIGKILLed index builds (~13 s); F2 covers every write step in the fast suite
 def test_F1_kill_loop_reduced(tmp_path):
     """A few runs of the loop (the report runs 100+: `python eval/killloop.py --runs 100`)."""
     stats = killloop.loop(int(os.environ.get("KILLLOOP_RUNS", "4")), seed=int(time.time()), workdir=tmp_path,

@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT
 
 pytest.importorskip("gradio_client")
+pytestmark = pytest.mark.slow  # a server process driven by concurrent clients: ~20 s, so with the slow tests
 
 spec = importlib.util.spec_from_file_location("loadtest", ROOT / "eval" / "loadtest.py")
 loadtest = importlib.util.module_from_spec(spec)
