@@ -15,7 +15,7 @@ from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations, numbers_in
 from .config import Settings
 from .evidence import Evidence, best_score, select_evidence
-from .verify import KEPT, VerifiedAnswer, releasable, verify_answer
+from .verify import KEPT, VerifiedAnswer, either_or, releasable, verify_answer
 from .errors import GenerationError, IndexMissing, RagError
 from .corpus import scan_sources
 from .generations import current_generation
@@ -86,6 +86,10 @@ class _Turn:
     @property
     def quotes(self) -> set[str]:
         return {e.text.strip().rstrip("。.") for e in self.evidence}
+
+    @property
+    def alternatives(self) -> tuple[str, str] | None:
+        return either_or(self.question)
 
 
 class Assistant:
@@ -254,7 +258,8 @@ class Assistant:
                     continue
                 if not held:
                     text = "".join(parts)
-                    upto, held = releasable(text, shown, turn.evidence, turn.quotes, len(turn.retrieval.hits))
+                    upto, held = releasable(text, shown, turn.evidence, turn.quotes, len(turn.retrieval.hits),
+                                             turn.alternatives)
                     if upto > shown:
                         yield Event("token", text=text[shown:upto])
                         shown = upto
@@ -272,7 +277,7 @@ class Assistant:
         checked = check_citations(raw, [h.chunk.embed_text() for h in turn.retrieval.hits])
         verified, text = None, checked.text
         if self.settings.answer_style == "evidence":
-            verified = verify_answer(checked.text, turn.evidence, self._scorer(), turn.quotes)
+            verified = verify_answer(checked.text, turn.evidence, self._scorer(), turn.quotes, turn.alternatives)
             if verified.text and verified.verdicts and verified.verdicts[0].status in KEPT:
                 text = prefix + verified.text
             else:  # the conclusion went: the quote stands alone (or before the evidence that replaced it)

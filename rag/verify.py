@@ -28,6 +28,8 @@ _UP = re.compile(r"更多|较多|越多|更大|较大|越大|更高|较高|越�
                  r"\bmore\b|\blarger\b|\bhigher\b|\bfaster\b|\bincreases?\b|\bbigger\b", re.I)
 _DOWN = re.compile(r"更少|较少|越少|更小|较小|越小|更低|较低|更慢|较慢|更罕见|更难|减少|减小|下降|变小|少见|不如|"
                    r"\bless\b|\bfewer\b|\bsmaller\b|\blower\b|\bslower\b|\bdecreases?\b", re.I)
+_EITHER_OR = re.compile(r"还是")
+_SIDE_STOP = re.compile(r"[，,。？?！!；;：:、（）()\s]|呢|吗|啊")
 SUPPORTED = 0.5  # bigram share at or above which a claim with matching polarity needs no model
 UNSUPPORTED = 0.2  # below this (and no model to ask) a claim is removed
 JUDGE_MARGIN = 0.0  # log P(是) - log P(否) above which the model's "supported" is accepted
@@ -48,6 +50,49 @@ def polarity_conflict(claim: str, evidence: str) -> bool:
         return True
     dc, de = direction(claim), direction(evidence)
     return dc != 0 and de != 0 and dc != de
+
+
+def either_or(question: str) -> tuple[str, str] | None:
+    """The two alternatives of an "X还是Y" question ("求平均还是求和" -> 平均, 求和), or None.
+
+    Chinese has no spaces: the sides run from 还是 to the nearest punctuation. Parallel sides share a
+    suffix (越低越好/越高越好, 大一点好/小一点好): what differs before it is the choice, kept two
+    characters long. Otherwise the jieba words next to 还是 are (一阶还是二阶方法 -> 一阶, 二阶)."""
+    if question.count("还是") != 1:
+        return None
+    left, right = question.split("还是")
+    x, y = _SIDE_STOP.split(left.strip())[-1], _SIDE_STOP.split(right.strip(), maxsplit=1)[0]
+    if not x or not y:
+        return None
+    n = 0
+    while n < min(len(x), len(y)) - 1 and x[-1 - n] == y[-1 - n]:
+        n += 1
+    if n:
+        xc, yc = x[:-n], y[:-n]
+        xc = xc[-len(yc):]
+        if min(len(xc), len(yc)) < 2:  # 大/小 -> 大一/小一
+            xc, yc = xc + x[-n], yc + y[-n]
+    else:
+        import jieba
+
+        xs, ys = [t for t in jieba.cut(x) if t.strip()], [t for t in jieba.cut(y) if t.strip()]
+        xc = xs[-1] if len(xs[-1]) > 1 or len(xs) < 2 else xs[-2] + xs[-1]
+        yc = ys[0] if len(ys[0]) > 1 or len(ys) < 2 else ys[0] + ys[1]
+    xc, yc = xc.strip().lower(), yc.strip().lower()
+    if len(xc) < 2 or len(yc) < 2 or xc in yc or yc in xc:
+        return None
+    return xc, yc
+
+
+def picks_the_other(claim: str, evidence: str, alternatives: tuple[str, str] | None) -> bool:
+    """The claim picks one alternative of the question while the evidence, unnegated, names only the other."""
+    if not alternatives:
+        return False
+    c, e = claim.lower(), evidence.lower()
+    for mine, other in (alternatives, alternatives[::-1]):
+        if mine in c and other not in c and other in e and mine not in e and not negations(evidence):
+            return True
+    return False
 
 
 @dataclass
@@ -93,8 +138,11 @@ def _candidates(claim: str, evidence: list[Evidence]) -> list[Evidence]:
     return pool or evidence
 
 
-def cheap_verdict(claim: str, evidence: list[Evidence], quotes: set[str] = frozenset()) -> Verdict:
-    """What the cheap checks say: "ok", "quote", "short", or the suspect statuses "unsure"/"conflict"."""
+def cheap_verdict(claim: str, evidence: list[Evidence], quotes: set[str] = frozenset(),
+                  alternatives: tuple[str, str] | None = None) -> Verdict:
+    """What the cheap checks say: "ok", "quote", "short", or the suspect statuses "unsure"/"conflict".
+    `alternatives`: the question's "X还是Y" (either_or); a claim that picks the one the evidence does not
+    name is a conflict."""
     bare = _bare(claim)
     core = bare.strip("“”\"'「」 ").rstrip("。.!！?？")
     if any(core and core in q for q in quotes) or re.match(r"^依据\[\d+\]\s*[:：]", bare):
@@ -104,6 +152,8 @@ def cheap_verdict(claim: str, evidence: list[Evidence], quotes: set[str] = froze
     pool = _candidates(claim, evidence)
     scored = sorted(((support(bare, e.text), e) for e in pool), key=lambda x: -x[0])
     best_s, best = scored[0]
+    if picks_the_other(bare, best.text, alternatives):
+        return Verdict(claim, "conflict", best, best_s)
     # About the same thing, opposite sense, and no other evidence sentence, about as close to the claim and
     # itself negated or comparative, agrees with it:
     # "测试时不用 dropout" against "dropout只在训练的时候用" alone is a false alarm when the evidence also
@@ -123,7 +173,7 @@ KEPT = SHOWABLE + ("supported-by-model",)
 
 
 def releasable(text: str, shown: int, evidence: list[Evidence], quotes: set[str] = frozenset(),
-               passages: int | None = None) -> tuple[int, bool]:
+               passages: int | None = None, alternatives: tuple[str, str] | None = None) -> tuple[int, bool]:
     """While an answer streams: how far it may be shown (the end of the last complete sentence the
     cheap checks accept), and whether a suspect sentence now holds the rest back. A sentence citing a
     passage number that was not retrieved (1..`passages`) is held too: the citation check re-points it."""
@@ -135,7 +185,7 @@ def releasable(text: str, shown: int, evidence: list[Evidence], quotes: set[str]
     for s, e in split_sentences(pending)[:-1]:  # the last sentence may still be growing
         sentence = pending[s:e]
         bad_number = passages is not None and any(not 1 <= n <= passages for n in numbers_in(sentence))
-        if bad_number or cheap_verdict(sentence, evidence, quotes).status not in SHOWABLE:
+        if bad_number or cheap_verdict(sentence, evidence, quotes, alternatives).status not in SHOWABLE:
             return shown + upto, True
         upto = e
     return shown + upto, False
@@ -170,10 +220,11 @@ def replacement(v: Verdict) -> str:
     return f"资料原文：“{e.text.strip()}” [{e.n}]"
 
 
-def verify_answer(text: str, evidence: list[Evidence], scorer=None, quotes: set[str] = frozenset()) -> VerifiedAnswer:
+def verify_answer(text: str, evidence: list[Evidence], scorer=None, quotes: set[str] = frozenset(),
+                  alternatives: tuple[str, str] | None = None) -> VerifiedAnswer:
     pieces, verdicts = [], []
     for claim in sentences(text):
-        v = resolve(cheap_verdict(claim, evidence, quotes), scorer)
+        v = resolve(cheap_verdict(claim, evidence, quotes, alternatives), scorer)
         verdicts.append(v)
         if v.status == "unsupported":
             continue

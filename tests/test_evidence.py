@@ -189,3 +189,31 @@ def test_names_no_note_mentions_decline_before_the_model_reads(settings):
     assert unknown_names("Does Dropout help at test time? What about BN?", leg) == []
     ans = a.answer("LoRA 微调时测试阶段要用 Dropout 吗？")
     assert ans.abstained and ans.unknown == ["LoRA"] and "LoRA" in ans.text and gen.prompts == []
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("PyTorch 多 GPU 训练时梯度是怎么同步的，求平均还是求和", ("平均", "求和")),
+    ("语言模型的困惑度 perplexity 是越低越好还是越高越好？", ("越低", "越高")),
+    ("batch size 设大一点好还是小一点好，对训练有什么影响", ("大一", "小一")),
+    ("下采样的作用是什么，用池化还是用步长为 2 的卷积", ("池化", "用步长")),
+    ("Pytorch 多卡并行时，通信梯度是平均梯度,还是最大梯度,还是梯度总和?", None),  # three-way: not handled
+    ("还是不懂", None),
+])
+def test_either_or_finds_the_two_alternatives(question, expected):
+    from rag.verify import either_or
+
+    assert either_or(question) == expected
+
+
+def test_picking_the_alternative_the_evidence_does_not_name_is_a_contradiction():
+    alts = ("平均", "求和")
+    ev = [_ev("多卡训练时，各卡的梯度在同步时会求和，再除以卡数。")]
+    v = verify_answer("所以，梯度同步时是求平均 [1]。", ev, alternatives=alts)
+    assert v.replaced == 1 and "求平均" not in v.text and "资料原文" in v.text
+    assert verify_answer("所以，梯度同步时是求和 [1]。", ev, alternatives=alts).replaced == 0
+    from rag.verify import picks_the_other
+
+    # evidence that names the other one only to deny it is not this rule's call (negation parity decides)
+    assert not picks_the_other("梯度同步时是求平均", "梯度同步时不是简单求和。", alts)
+    upto, held = releasable("所以，梯度同步时是求平均 [1]。然后", 0, ev, alternatives=alts)
+    assert held and upto == 0  # never on screen, not even while streaming
