@@ -9,6 +9,7 @@ demo are identical across questions), (b) ask llama.cpp for logits only at the p
 from __future__ import annotations
 
 import codecs
+import os
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,12 @@ class LlamaCppGenerator:
     def __init__(self, path: Path, model_id: str | None = None, threads: int = 0, n_ctx: int = 4096,
                  n_batch: int = 512, n_ubatch: int = 256, flash_attn: bool = False,
                  kv_type: str = "f16", speculative: str = "none", n_draft: int = 8):
+        if not threads:
+            # OpenMP threads spin between operations instead of sleeping: generation 25.0 against 18.1 tok/s
+            # on an idle 2-core machine (same prefill). Spinning only hurts when another process wants the
+            # core, and then the adaptive thread count (rag.cpu) runs one thread, which has nobody to wait
+            # for: 17.0 vs 17.4 tok/s (eval/results/omp_wait.md). Read once, when libgomp loads.
+            os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
         try:
             import llama_cpp
             from llama_cpp import Llama
