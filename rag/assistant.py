@@ -14,7 +14,7 @@ from .abstain import features, load_calibration, unknown_names
 from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations, numbers_in
 from .config import Settings
-from .evidence import Evidence, best_score, select_evidence
+from .evidence import Evidence, best_score, quoted, select_evidence
 from .verify import KEPT, VerifiedAnswer, either_or, releasable, verify_answer
 from .errors import GenerationError, IndexMissing, RagError
 from .corpus import scan_sources
@@ -239,7 +239,7 @@ class Assistant:
         covered = retrieval.covered if p_covered is None else p_covered >= self._calibration.threshold
         if not covered:
             return self._declined(turn, p_covered)
-        return messages, prompts.quote_prefix(max(evidence, key=lambda e: e.score)), p_covered
+        return messages, prompts.quote_prefix(quoted(evidence)), p_covered
 
     def _stream(self, turn: "_Turn", messages: list[dict], prefix: str, parts: list[str]) -> Iterator[Event]:
         """Run the model, collecting its text in `parts`. The stream shows only sentences the cheap checks

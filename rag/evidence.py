@@ -36,6 +36,7 @@ MAX_SENTENCES = 4  # before neighbours
 MAX_CHARS = 450  # the whole evidence; a long sentence is cut at this budget
 MIN_CHARS = 4
 NEIGHBOURS = 4
+QUOTE_TOP_PASSAGE = 0.2  # score bonus of passage [1]'s sentences when choosing the one to quote
 LEANS_ON_NEXT = re.compile(r"(?:[:：]|如下|以下几点|包括|主要有|分为)\s*$")  # "原因如下：" + line break
 
 
@@ -169,6 +170,20 @@ def select_evidence(question: str, hits, embedder=None, max_passages: int = MAX_
             text, e = text[:max_chars] + "…", s + max_chars
         out.append(Evidence(i + 1, text, c.source, c.line + c.text.count("\n", 0, s), c.start + s, c.start + e, score))
     return out
+
+
+def quoted(evidence: list[Evidence]) -> Evidence:
+    """The sentence an answer opens with, quoted verbatim: the best-scored one, the top passage's ahead on
+    near-ties (QUOTE_TOP_PASSAGE: the quote held the gold sentence for 35.4% of the tuning questions
+    against 33.3% by score alone; `rag eval evidence`). A sentence that only
+    announces what follows ("原因如下：") is quoted together with the sentence after it, which holds
+    the content (they were chosen together)."""
+    i = max(range(len(evidence)), key=lambda k: evidence[k].score + QUOTE_TOP_PASSAGE * (evidence[k].n == 1))
+    top = evidence[i]
+    nxt = evidence[i + 1] if i + 1 < len(evidence) else None
+    if nxt and LEANS_ON_NEXT.search(top.text) and nxt.n == top.n and nxt.start >= top.end:
+        return Evidence(top.n, top.text + nxt.text, top.source, top.line, top.start, nxt.end, top.score)
+    return top
 
 
 def best_score(evidence: list[Evidence]) -> float:

@@ -217,3 +217,15 @@ def test_picking_the_alternative_the_evidence_does_not_name_is_a_contradiction()
     assert not picks_the_other("梯度同步时是求平均", "梯度同步时不是简单求和。", alts)
     upto, held = releasable("所以，梯度同步时是求平均 [1]。然后", 0, ev, alternatives=alts)
     assert held and upto == 0  # never on screen, not even while streaming
+
+
+def test_the_quote_prefers_the_top_passage_on_near_ties_and_keeps_an_announcement_with_its_content():
+    from rag.evidence import quoted
+
+    near_tie = [Evidence(2, "另一段里的句子。", "b.md", 1, 0, 8, 1.05), Evidence(1, "第一段里的句子。", "a.md", 1, 0, 8, 1.0)]
+    assert quoted(near_tie).n == 1
+    clear_win = [Evidence(2, "另一段里的句子。", "b.md", 1, 0, 8, 1.5), Evidence(1, "第一段里的句子。", "a.md", 1, 0, 8, 1.0)]
+    assert quoted(clear_win).n == 2
+    lean = [Evidence(1, "原因如下：", "a.md", 3, 10, 15, 2.0), Evidence(1, "学习率太大会震荡。", "a.md", 4, 16, 25, 2.0)]
+    q = quoted(lean)
+    assert q.text == "原因如下：学习率太大会震荡。" and (q.start, q.end) == (10, 25)

@@ -244,7 +244,8 @@ def evidence_markdown(r: dict) -> str:
     return (f"# Evidence selection ({r['n']} answerable tuning questions with a gold text)\n\n"
             f"Share whose gold sentence is among the selected evidence: {pct(r['evidence_recall'])} "
             f"({pct(r['evidence_recall_when_retrieved'])} when the gold passage was retrieved; gold passage in top k: "
-            f"{pct(r['hit@k'])}). Mean evidence length {r['mean_chars']:.0f} characters.\n")
+            f"{pct(r['hit@k'])}). Mean evidence length {r['mean_chars']:.0f} characters. The quoted sentence (the "
+            f"best-scored one) holds the gold text for {pct(r.get('quote_gold'))}.\n")
 
 
 def abstain_markdown(r: dict) -> str:
@@ -285,7 +286,8 @@ def summary(kind: str, r: dict) -> str:
                 f"{pct(r['citation_precision'])}, abstain F1 {r['abstain']['f1']:.3f} (declined answerable "
                 f"{pct(r['abstain']['declined_answerable'])}), evidence recall {pct(r['evidence_recall'])}")
     if kind == "evidence":
-        return f"evidence recall {pct(r['evidence_recall'])}, mean {r['mean_chars']:.0f} chars"
+        return (f"evidence recall {pct(r['evidence_recall'])}, quoted sentence holds the gold {pct(r.get('quote_gold'))}, "
+                f"mean {r['mean_chars']:.0f} chars")
     if kind == "abstain":
         return f"cross-validated abstain F1 {r['cv']['all four']['f1']:.3f}"
     if kind == "mcq-judge":

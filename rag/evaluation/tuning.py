@@ -14,7 +14,7 @@ from .metrics import rate
 
 
 def run_evidence(a, items: Sequence[dict], k: int | None = None) -> dict:
-    from ..evidence import select_evidence
+    from ..evidence import quoted, select_evidence
 
     rows = []
     for it in items:
@@ -23,10 +23,13 @@ def run_evidence(a, items: Sequence[dict], k: int | None = None) -> dict:
             continue
         ret = a.search(it["question"], k)
         ev = select_evidence(it["question"], ret.hits, a.embedder)
+        top = [quoted(ev)] if ev else []  # the sentence the answer will open with
         rows.append({"id": it["id"], "gold_rank": first_gold_rank([h.chunk for h in ret.hits], gs),
-                     "evidence_gold": evidence_has_gold(ev, gs), "chars": sum(len(e.text) for e in ev)})
+                     "evidence_gold": evidence_has_gold(ev, gs), "quote_gold": evidence_has_gold(top, gs),
+                     "chars": sum(len(e.text) for e in ev)})
     retrieved = [r for r in rows if r["gold_rank"] is not None]
     return {"n": len(rows), "evidence_recall": rate([r["evidence_gold"] for r in rows]),
+            "quote_gold": rate([r["quote_gold"] for r in rows]),
             "evidence_recall_when_retrieved": rate([r["evidence_gold"] for r in retrieved]),
             "hit@k": rate([r["gold_rank"] is not None for r in rows]),
             "mean_chars": (sum(r["chars"] for r in rows) / len(rows)) if rows else 0.0, "items": rows}
