@@ -20,7 +20,7 @@ DEFAULT_EMBEDDER = "packaged:qwen2.5-0.5b-static"
 DEFAULT_GENERATOR = "packaged:qwen2.5-coder-1.5b-instruct"
 
 MAX_QUERY_CHARS = 2000
-MAX_PASSAGES = 20  # more passages than this do not fit the model's context next to the question
+MAX_PASSAGES = 10  # passages per question, at most (CLI, UI slider, API): more do not fit the model's context
 
 VECTOR_INDEXES = ("auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq", "opq-ivf-pq")
 
@@ -31,8 +31,8 @@ def _cache_dir() -> Path:
 
 
 def _opt(default, help: str, flag: str | None = None, choices: tuple = (), lo: int | None = None,
-         hi: int | None = None, factory=None):
-    meta = {"help": help, "flag": flag, "choices": choices, "min": lo, "max": hi}
+         hi: int | None = None, factory=None, zh: tuple[str, str] | None = None):
+    meta = {"help": help, "flag": flag, "choices": choices, "min": lo, "max": hi, "zh": zh}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -46,9 +46,11 @@ class Settings:
     embedder: str = _opt(DEFAULT_EMBEDDER, "embedder: packaged:<name>, a local folder, a HF id, or fake",
                          "--embedder")
     generator: str = _opt(DEFAULT_GENERATOR, "LLM: packaged:<name>, a .gguf file, a local folder, a HF id, "
-                          "or fake", "--generator")
+                          "or fake", "--generator",
+                          zh=("语言模型（对所有会话生效）", "只列出已安装的模型；切换后首次回答前需要加载"))
     backend: str = _opt("auto", "generation backend", "--backend", ("auto", "llama.cpp", "transformers"))
-    top_k: int = _opt(5, "passages retrieved per question", "-k", lo=1, hi=MAX_PASSAGES)
+    top_k: int = _opt(5, "passages retrieved per question", "-k", lo=1, hi=MAX_PASSAGES,
+                      zh=("检索段落数", "每个问题交给模型的资料段数；越多越全面，但生成越慢"))
     candidates: int = _opt(30, "candidates per retrieval leg, before fusion", lo=1, hi=10_000)
     rrf_k: int = _opt(10, "reciprocal-rank-fusion constant", lo=1, hi=10_000)
     max_new_tokens: int = _opt(320, "longest answer, in tokens", lo=16, hi=8192)
@@ -102,6 +104,11 @@ def env_name(name: str) -> str:
 
 def help_for(name: str) -> str:
     return _FIELDS[name].metadata["help"]
+
+
+def label_zh(name: str) -> tuple[str, str]:
+    """(label, help) of a setting for the Chinese UI: the same setting's text, in the UI's language."""
+    return _FIELDS[name].metadata["zh"] or (name, help_for(name))
 
 
 def flag_for(name: str) -> str | None:

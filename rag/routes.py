@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 
+from .config import MAX_PASSAGES
 from .openai_format import ApiError, api_error, chunk, completion, conversation, int_field, read_json, sources
 
 log = logging.getLogger("rag.server")
@@ -120,7 +121,7 @@ class Routes:
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError(400, "`stream` must be true or false", code="stream")
-        k = int_field(body, "top_k", 1, 10)
+        k = int_field(body, "top_k", 1, MAX_PASSAGES)
         switch_to = self.service.check_model(body.get("model"))
         if switch_to:
             await anyio.to_thread.run_sync(self.service.switch, switch_to)

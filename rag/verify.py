@@ -28,7 +28,6 @@ _UP = re.compile(r"更多|较多|越多|更大|较大|越大|更高|较高|越�
                  r"\bmore\b|\blarger\b|\bhigher\b|\bfaster\b|\bincreases?\b|\bbigger\b", re.I)
 _DOWN = re.compile(r"更少|较少|越少|更小|较小|越小|更低|较低|更慢|较慢|更罕见|更难|减少|减小|下降|变小|少见|不如|"
                    r"\bless\b|\bfewer\b|\bsmaller\b|\blower\b|\bslower\b|\bdecreases?\b", re.I)
-_EITHER_OR = re.compile(r"还是")
 _SIDE_STOP = re.compile(r"[，,。？?！!；;：:、（）()\s]|呢|吗|啊")
 SUPPORTED = 0.5  # bigram share at or above which a claim with matching polarity needs no model
 UNSUPPORTED = 0.2  # below this (and no model to ask) a claim is removed

@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..config import Settings
+from ..config import MAX_PASSAGES, Settings, label_zh
 from ..corpus import MAX_UPLOAD_BYTES
 from ..errors import CorpusError, RagError
 from . import chat, docs
@@ -45,11 +45,11 @@ def settings_tab(backend) -> dict:
     import gradio as gr
 
     settings = backend.settings
-    c = {"k": gr.Slider(1, chat.MAX_PASSAGES, value=settings.top_k, step=1, label="检索段落数",
-                        info="每个问题交给模型的资料段数；越多越全面，但生成越慢"),
+    (k_label, k_info), (m_label, m_info) = label_zh("top_k"), label_zh("generator")
+    c = {"k": gr.Slider(1, MAX_PASSAGES, value=settings.top_k, step=1, label=k_label, info=k_info),
          "show_scores": gr.Checkbox(label="在来源中显示检索分数（RRF、向量相似度、BM25、关键词覆盖）", value=False),
-         "model": gr.Dropdown(label="语言模型（对所有会话生效）", choices=installed_generators(settings.generator),
-                              value=backend.model, interactive=True, info="只列出已安装的模型；切换后首次回答前需要加载")}
+         "model": gr.Dropdown(label=m_label, choices=installed_generators(settings.generator),
+                              value=backend.model, interactive=True, info=m_info)}
     gr.Markdown(f"嵌入模型 `{settings.embedder}` · 服务只监听本机，不创建公开链接，不联网。")
     return c
 

@@ -4,7 +4,7 @@ import logging
 import uuid
 
 from ..assistant import HISTORY_TURNS
-from ..config import MAX_QUERY_CHARS
+from ..config import MAX_PASSAGES, MAX_QUERY_CHARS
 from ..errors import RagError
 from .backend import short_model
 from .render import answer_id_in, esc, mark_stopped, render_answer, render_error, render_streaming, render_wait, \
@@ -12,7 +12,6 @@ from .render import answer_id_in, esc, mark_stopped, render_answer, render_error
 
 log = logging.getLogger(__name__)
 
-MAX_PASSAGES = 10
 EXAMPLES = [
     "Batch Normalization 有什么作用？",
     "测试的时候要用 dropout 吗？",
