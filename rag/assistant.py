@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -83,11 +84,12 @@ class _Turn:
     t0: float
     timings: dict
 
-    @property
+    # Read for every streamed piece (releasable): computed once per question, not per token.
+    @cached_property
     def quotes(self) -> set[str]:
         return {e.text.strip().rstrip("。.") for e in self.evidence}
 
-    @property
+    @cached_property
     def alternatives(self) -> tuple[str, str] | None:
         return either_or(self.question)
 
