@@ -37,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import CorpusError, RagError
+from .errors import CorpusError, RagError, SettingsError
 from .openai_format import MAX_BODY_BYTES, ApiError
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,17 @@ def env_float(name: str, default: float) -> float:
         raise RagError(f"{name} must be a number of seconds, not {raw!r}") from None
 
 
+def env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    try:
+        port = int(raw) if raw else default
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise SettingsError(f"{name}={raw!r}: expected a port number (1-65535)")
+    return port
+
+
 class Running:
     """A server started with block=False; close() stops it."""
 
@@ -197,7 +208,7 @@ def serve(settings=None, host: str = "127.0.0.1", port: int | None = None, api_k
 
     settings = settings or Settings.from_env()
     api_key = os.environ.get("RAG_API_KEY", "") if api_key is None else api_key
-    port = port or int(os.environ.get("RAG_PORT") or DEFAULT_PORT)
+    port = port or env_port("RAG_PORT", DEFAULT_PORT)
     if not is_loopback(host) and not api_key:
         raise RagError(f"refusing to listen on {host} without an API key: set RAG_API_KEY (clients then send "
                        f"'Authorization: Bearer <key>'), or keep the default 127.0.0.1")

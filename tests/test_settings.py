@@ -114,3 +114,11 @@ def test_app_honours_gradio_variables_when_no_flag_is_given(monkeypatch, env, fl
     monkeypatch.setenv("GRADIO_SERVER_PORT", "http")
     with pytest.raises(SettingsError, match="GRADIO_SERVER_PORT"):
         app.address(None, None)
+
+
+@pytest.mark.parametrize("raw", ["http", "0", "70000"])
+def test_a_bad_rag_port_is_a_one_line_error(monkeypatch, capsys, raw):
+    monkeypatch.setenv("RAG_PORT", raw)
+    code = cli.main(["serve", "--embedder", "fake", "--generator", "fake", "--corpus", "."])
+    err = capsys.readouterr().err.strip()
+    assert code == SettingsError.exit_code and "RAG_PORT" in err and len(err.splitlines()) == 1
