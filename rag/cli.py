@@ -22,36 +22,39 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
-# flag -> setting (rag.config), for the options every command takes; help text and choices come from there
-COMMON_FLAGS = {"--corpus": "corpus_dir", "--index-dir": "index_dir", "--embedder": "embedder",
-                "--generator": "generator", "--backend": "backend", "--threads": "threads", "--store": "store",
-                "--milvus-uri": "milvus_uri", "--nprobe": "nprobe", "--ef-search": "ef_search",
-                "--answer-style": "answer_style"}
-DEST = {"corpus_dir": "corpus", "top_k": "k"}  # argparse names that differ from the setting's
+# Settings whose flag only some commands take; every other setting with a flag (rag.config) is common.
+PER_COMMAND = ("top_k", "vector_index")
 
 
-def _add_setting(parser, flag: str, name: str) -> None:
+def _flagged() -> list[str]:
     from dataclasses import fields
 
-    from .config import Settings, env_name, help_for
+    from .config import Settings, flag_for
+
+    return [f.name for f in fields(Settings) if flag_for(f.name)]
+
+
+def _add_setting(parser, name: str) -> None:
+    """The setting's flag, type, choices and help text, all from rag.config; the value lands in args.<name>."""
+    from dataclasses import fields
+
+    from .config import Settings, env_name, flag_for, help_for
 
     f = next(f for f in fields(Settings) if f.name == name)
-    kw = {"dest": DEST.get(name, name), "help": f"{help_for(name)} (env {env_name(name)})"}
+    kw = {"dest": name, "help": f"{help_for(name)} (env {env_name(name)})"}
     if f.type == "int":
         kw["type"] = int
     elif f.type == "Path":
         kw["type"] = Path
     if f.metadata["choices"]:
         kw["choices"] = f.metadata["choices"]
-    parser.add_argument(flag, **kw)
+    parser.add_argument(flag_for(name), **kw)
 
 
 def _settings(args):
     from .config import Settings
 
-    given = {name: getattr(args, DEST.get(name, name), None)
-             for name in (*COMMON_FLAGS.values(), "top_k", "vector_index")}
-    return Settings.from_env(**given)
+    return Settings.from_env(**{name: getattr(args, name, None) for name in _flagged()})
 
 
 def _assistant(args):
@@ -117,7 +120,7 @@ def _each(args, key: str, run):
 
 def cmd_search(args) -> int:
     a = _assistant(args)
-    for q, r in _each(args, "query", lambda q: a.search(q, args.k, mode=args.mode)):
+    for q, r in _each(args, "query", lambda q: a.search(q, args.top_k, mode=args.mode)):
         if args.json or args.file:
             print(json.dumps({"query": r.query, "covered": r.covered, "results": [h.to_dict() for h in r.hits]},
                              ensure_ascii=False), flush=True)
@@ -170,7 +173,7 @@ def _print_corrections(answer) -> None:
 def _streamed(a, q: str, args, stream: bool):
     """Ask; print the evidence first, then the answer as it streams. (answer, what was printed)"""
     shown, answer = "", None
-    for ev in a.ask(q, args.k):
+    for ev in a.ask(q, args.top_k):
         if ev.kind == "retrieved" and not (args.json or args.file):
             _print_evidence(ev.evidence)
         elif ev.kind == "token" and stream:
@@ -236,7 +239,7 @@ def cmd_eval(args) -> int:
     names = suites.CORE if args.suite == "all" else (args.suite,)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = ScoreCache(None if args.no_cache else base.settings.cache_dir / "eval" / "scores.jsonl")
-    options = suites.Options(k=args.k, limit=args.limit, every=args.every, answer_set=args.set)
+    options = suites.Options(k=args.top_k, limit=args.limit, every=args.every, answer_set=args.set)
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rag-eval-", ignore_cleanup_errors=True) as tmp:
         a = base
@@ -294,8 +297,9 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    for flag, name in COMMON_FLAGS.items():
-        _add_setting(common, flag, name)
+    for name in _flagged():
+        if name not in PER_COMMAND:
+            _add_setting(common, name)
     p = argparse.ArgumentParser(prog="rag", description="Offline, Chinese-first RAG assistant over deep-learning interview notes.")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_index_parser, _query_parsers, _eval_parser, _serve_parser, _bench_parser):
@@ -307,7 +311,7 @@ def _index_parser(sub, common) -> None:
     s = sub.add_parser("index", parents=[common], help="build or update the index (incremental by content hash)")
     s.add_argument("paths", nargs="*", help="files or directories (default: the corpus directory)")
     s.add_argument("--rebuild", action="store_true", help="re-embed everything")
-    _add_setting(s, "--vector-index", "vector_index")
+    _add_setting(s, "vector_index")
     s.add_argument("--allow-outside", action="store_true",
                    help="index PATHS outside the current directory and the corpus directory")
     s.set_defaults(func=cmd_index)
@@ -318,7 +322,7 @@ def _query_parsers(sub, common) -> None:
                                  ("ask", cmd_ask, "answer a question with cited passages")]:
         s = sub.add_parser(name, parents=[common], help=helptext)
         s.add_argument("query", nargs="*", help="the question")
-        _add_setting(s, "-k", "top_k")
+        _add_setting(s, "top_k")
         s.add_argument("--json", action="store_true", help="machine-readable output")
         s.add_argument("--file", help="one question per line; JSON Lines out")
         if name == "search":
@@ -337,7 +341,7 @@ def _eval_parser(sub, common) -> None:
     s.add_argument("--limit", type=_positive, help="only the first N items (quick check)")
     s.add_argument("--every", type=_positive, help="answers --set: every N-th item (a spread subset)")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
-    _add_setting(s, "-k", "top_k")
+    _add_setting(s, "top_k")
     s.add_argument("--no-cache", action="store_true", help="re-score every MCQ option (ignore cached LLM scores)")
     s.add_argument("--feedback-db", type=Path, help="feedback database (default: feedback.sqlite3 next to the "
                    "index directory, env RAG_FEEDBACK_DB)")
