@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from rag.config import env_name, help_for
+from rag.config import env_name, flag_for, help_for
 
 
 def address(host: str | None, port: int | None) -> tuple[str, int]:
@@ -36,9 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", help="address to bind (default: GRADIO_SERVER_NAME, else 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT, else 7860)")
     p.add_argument("--api", action="store_true", help="open the programmatic API (gradio_client); closed by default")
-    for flag, name, kind in (("--corpus", "corpus_dir", Path), ("--index-dir", "index_dir", Path),
-                             ("--embedder", "embedder", str), ("--generator", "generator", str)):
-        p.add_argument(flag, dest=name, type=kind, help=f"{help_for(name)} (env {env_name(name)})")
+    for name, kind in (("corpus_dir", Path), ("index_dir", Path), ("embedder", str), ("generator", str)):
+        p.add_argument(flag_for(name), dest=name, type=kind, help=f"{help_for(name)} (env {env_name(name)})")
     p.add_argument("--no-warm-up", action="store_true", help="load the models on the first question, not at start")
     p.add_argument("--open", action="store_true", help="open a browser tab")
     args = p.parse_args(argv)
