@@ -15,7 +15,7 @@ from .abstain import features, load_calibration, unknown_names
 from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations, numbers_in
 from .config import Settings
-from .evidence import Evidence, best_score, quoted, select_evidence
+from .evidence import MAX_PASSAGES, Evidence, best_score, passage_of, quoted, select_evidence
 from .verify import KEPT, VerifiedAnswer, either_or, releasable, verify_answer
 from .errors import GenerationError, IndexMissing, RagError
 from .corpus import scan_sources
@@ -23,7 +23,8 @@ from .generations import current_generation
 from .index import BuildReport, LoadedIndex, build_index, check_embedder, load_index
 from .retriever import Hit, Retrieval, Retriever, clean_query
 
-HISTORY_TURNS = 3  # turns of conversation the follow-up rewriter reads (callers pass the whole history)
+HISTORY_TURNS = 3
+MIN_QUOTE = 1  # warm_chunk_kv's stand-in evidence: the prompt needs one group to put the chunk's heading in  # turns of conversation the follow-up rewriter reads (callers pass the whole history)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class _Turn:
     evidence: list[Evidence]
     t0: float
     timings: dict
+    passages: tuple = ()  # with chunk_kv on: the passages the model may link instead of reading
 
     # Read for every streamed piece (releasable): computed once per question, not per token.
     @cached_property
@@ -139,9 +141,10 @@ class Assistant:
             if self._generator is None:
                 from .generators import load_generator
 
-                self._generator = load_generator(self.settings.generator, self.settings.cache_dir,
-                                                 backend=self.settings.backend, threads=self.settings.threads,
-                                                 progress=self.progress)
+                s = self.settings
+                self._generator = load_generator(s.generator, s.cache_dir, backend=s.backend, threads=s.threads,
+                                                 progress=self.progress, passage_cache=s.cache_dir / "kv",
+                                                 passage_cache_mb=s.chunk_kv_mb)
             return self._generator
 
     def build(self, paths: list[Path] | None = None, rebuild: bool = False) -> BuildReport:
@@ -174,6 +177,24 @@ class Assistant:
                 self._index = load_index(s.index_dir, s.embedder, {"nprobe": s.nprobe or None,
                                          "ef_search": s.ef_search or None, "milvus_uri": s.milvus_uri or None})
             return self._index
+
+    def warm_chunk_kv(self, progress: Callable | None = None, chunks=None) -> tuple[int, int]:
+        """With chunk_kv on and a llama.cpp model: build the KV caches of `chunks` (default: every indexed
+        chunk) that are missing. `rag index` runs it, so a new document's chunks are ready before anyone
+        asks; interrupting it keeps the caches already written. Returns (chunks seen, caches built)."""
+        gen = self.generator
+        if self.settings.chunk_kv != "on" or not hasattr(gen, "cache_passages"):
+            return 0, 0
+        chunks = list(self.index().chunks if chunks is None else chunks)
+        built = 0
+        for i, chunk in enumerate(chunks):
+            # The chunk as passage [1] of an evidence prompt: the opening before it is every question's.
+            first = [Evidence(1, chunk.text[:MIN_QUOTE], chunk.source, chunk.line, chunk.start, chunk.start, 1.0)]
+            messages = prompts.evidence_messages("", first, [Hit(chunk, 0.0)])
+            built += gen.cache_passages(messages, [passage_of(chunk)])
+            if progress:
+                progress(i + 1, len(chunks))
+        return len(chunks), built
 
     def retriever(self) -> Retriever:
         index = self.index()
@@ -236,7 +257,9 @@ class Assistant:
         if unknown:
             return self._declined(turn, 0.0, unknown)
         messages = prompts.evidence_messages(turn.question, evidence, retrieval.hits)
-        p_covered = self.p_covered(retrieval, evidence, messages)
+        if self.settings.chunk_kv == "on":
+            turn.passages = tuple(passage_of(h.chunk) for h in retrieval.hits[:MAX_PASSAGES])
+        p_covered = self.p_covered(retrieval, evidence, messages, turn.passages)
         turn.timings["judge"] = time.perf_counter() - turn.t0 - turn.timings["evidence_shown"]
         covered = retrieval.covered if p_covered is None else p_covered >= self._calibration.threshold
         if not covered:
@@ -252,7 +275,9 @@ class Assistant:
         if prefix:
             yield Event("token", text=prefix)
         try:
-            for piece in self.generator.stream(messages, max_tokens=self.settings.max_new_tokens, prefix=prefix):
+            link = {"passages": turn.passages} if turn.passages else {}
+            for piece in self.generator.stream(messages, max_tokens=self.settings.max_new_tokens, prefix=prefix,
+                                               **link):
                 turn.timings.setdefault("first_token", time.perf_counter() - turn.t0)
                 parts.append(piece)
                 if not evidence_style:
@@ -300,19 +325,21 @@ class Assistant:
     def _scorer(self):
         return getattr(self.generator, "score", None)
 
-    def judge(self, messages: list[dict]) -> float | None:
+    def judge(self, messages: list[dict], passages: tuple = ()) -> float | None:
         """log P("能") - log P("不能") that the evidence answers the question (None: no scoring backend)."""
         score = self._scorer()
         if score is None:
             return None
-        (yes, _), (no, _) = score(messages, prompts.JUDGE_PREFIX, [prompts.JUDGE_YES, prompts.JUDGE_NO])
+        link = {"passages": passages} if passages else {}
+        (yes, _), (no, _) = score(messages, prompts.JUDGE_PREFIX, [prompts.JUDGE_YES, prompts.JUDGE_NO], **link)
         return yes - no
 
-    def p_covered(self, retrieval: Retrieval, evidence: list[Evidence], messages: list[dict]) -> float | None:
+    def p_covered(self, retrieval: Retrieval, evidence: list[Evidence], messages: list[dict],
+                  passages: tuple = ()) -> float | None:
         cal = self._calibration
         if cal is None:
             return None
-        judge = self.judge(messages)
+        judge = self.judge(messages, passages)
         if judge is None:
             return None
         return cal.probability(features(retrieval, best_score(evidence), judge))

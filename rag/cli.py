@@ -103,7 +103,21 @@ def cmd_index(args) -> int:
               f"in {report.seconds:.1f}s: {len(report.added)} added, {len(report.changed)} changed, "
               f"{len(report.removed)} removed, {len(report.unchanged)} unchanged; {report.embedded} chunks embedded "
               f"-> {a.settings.index_dir}/{report.generation}")
+    if a.settings.chunk_kv == "on":
+        _warm_chunk_kv(a)
     return 0
+
+
+def _warm_chunk_kv(a) -> None:
+    """Each chunk's KV cache, read once now so questions need not (resumable: finished ones are kept)."""
+    bar = _progress(desc="chunk KV caches", unit="chunk")
+    try:
+        seen, built = a.warm_chunk_kv(lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+    finally:
+        bar.close()
+    if seen:
+        print(f"chunk KV caches: {built} built, {seen - built} already there "
+              f"-> {a.settings.cache_dir / 'kv'} (RAG_CHUNK_KV=off skips this)")
 
 
 def _each(args, key: str, run):

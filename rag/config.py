@@ -58,6 +58,12 @@ class Settings:
     # then every sentence is checked (rag/verify.py); passages: the old five-passage prompt.
     answer_style: str = _opt("evidence", "evidence: quote the best sentence, then conclude (checked); "
                              "passages: the older five-passage prompt", "--answer-style", ("evidence", "passages"))
+    # on: the model's keys/values for each note chunk are computed once and linked into the evidence prompt
+    # (rag.generators.linking), so a question reads only its own words and the template (llama.cpp only).
+    chunk_kv: str = _opt("off", "per-chunk KV caches: link the notes' precomputed keys/values into the prompt "
+                         "instead of re-reading them (llama.cpp)", "--chunk-kv", ("on", "off"))
+    chunk_kv_mb: int = _opt(2048, "disk budget of the per-chunk KV caches in MB (least recently used go first)",
+                            lo=16, hi=10_000_000)
     chunk_size: int = _opt(400, "chunk size in characters", lo=50, hi=100_000)
     chunk_overlap: int = _opt(40, "overlap between chunks in characters", lo=0, hi=10_000)
     threads: int = _opt(0, "CPU threads for the LLM (0: physical cores, adapting to load)", "--threads", lo=0, hi=1024)

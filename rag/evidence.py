@@ -172,6 +172,21 @@ def select_evidence(question: str, hits, embedder=None, max_passages: int = MAX_
     return out
 
 
+def passage_of(chunk):
+    """A chunk as a passage the model can link (rag.generators.linking): its heading, then its text in
+    sentence pieces, cut exactly where the evidence sentences are cut, so each quoted sentence is one
+    piece."""
+    from .generators.linking import Passage
+
+    pieces = [chunk.heading, "\n"] if chunk.heading else []
+    prev = 0
+    for s, e in split_sentences(chunk.text):
+        pieces += [chunk.text[prev:s], chunk.text[s:e]]
+        prev = e
+    pieces.append(chunk.text[prev:])
+    return Passage(tuple(p for p in pieces if p))
+
+
 def quoted(evidence: list[Evidence]) -> Evidence:
     """The sentence an answer opens with, quoted verbatim: the best-scored one, the top passage's ahead on
     near-ties (QUOTE_TOP_PASSAGE: the quote held the gold sentence for 35.4% of the tuning questions

@@ -53,10 +53,13 @@ class FakeGenerator:
         self.reply = reply
         self.prompts: list[list[dict]] = []
         self.prefixes: list[str] = []
+        self.passages: list = []  # what each call was allowed to link (chunk_kv on)
 
-    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "") -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "",
+               passages: Sequence = ()) -> Iterator[str]:
         self.prompts.append(messages)
         self.prefixes.append(prefix)
+        self.passages.append(tuple(passages))
         text = self.reply
         if text is None:
             user = messages[-1]["content"]
@@ -69,7 +72,8 @@ class FakeGenerator:
         for i in range(0, len(text), 3):
             yield text[i:i + 3]
 
-    def score(self, messages: list[dict], prefix: str, continuations: Sequence[str]) -> list[tuple[float, int]]:
+    def score(self, messages: list[dict], prefix: str, continuations: Sequence[str],
+              passages: Sequence = ()) -> list[tuple[float, int]]:
         context = messages[-1]["content"]
         out = []
         for c in continuations:
@@ -98,7 +102,7 @@ class ScriptedGenerator(FakeGenerator):
         self.unblock = threading.Event()
         self.produced = 0
 
-    def stream(self, messages, max_tokens=256, prefix=""):
+    def stream(self, messages, max_tokens=256, prefix="", passages=()):
         import time
 
         from rag import prompts

@@ -90,12 +90,21 @@ def format_passages(hits, max_chars: int = 500) -> str:
 
 
 def format_evidence(evidence, hits) -> str:
-    """Evidence grouped by passage: its question heading once, then the chosen sentences."""
-    groups: dict[int, list[str]] = {}
+    """Evidence grouped by passage: its question heading once, then the chosen sentences, which keep the
+    note's own joint where they are adjacent in it (no space inside Chinese text; and the model's
+    per-chunk KV cache then links them as one stretch)."""
+    groups: dict[int, list] = {}
     for e in evidence:
-        groups.setdefault(e.n, []).append(e.text)
-    return "\n".join(EVIDENCE_GROUP.format(n=n, heading=hits[n - 1].chunk.heading or "-", sentences=" ".join(s))
-                     for n, s in groups.items())
+        groups.setdefault(e.n, []).append(e)
+    out = []
+    for n, es in groups.items():
+        chunk = hits[n - 1].chunk
+        text = es[0].text
+        for a, b in zip(es, es[1:]):
+            gap = chunk.text[a.end - chunk.start:b.start - chunk.start] if a.end <= b.start else None
+            text += (gap if gap in ("", " ") else " ") + b.text
+        out.append(EVIDENCE_GROUP.format(n=n, heading=chunk.heading or "-", sentences=text))
+    return "\n".join(out)
 
 
 def evidence_messages(question: str, evidence, hits) -> list[dict]:

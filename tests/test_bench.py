@@ -191,12 +191,12 @@ def test_worker_process_measures_a_generator(tmp_path):
     assert failed["label"] == "missing" and "worker exited with" in failed["error"]
 
 
-def test_answer_suite_runs_both_paths_on_fakes(settings, tmp_path):
+def test_answer_suite_runs_every_path_on_fakes(settings, tmp_path):
     from rag.bench import answer
 
     out = tmp_path / "results"
     r = answer.run(settings, out=out, n_questions=2)
-    assert r.data["questions"] == 2 and set(r.data["styles"]) == {"passages", "evidence"}
+    assert r.data["questions"] == 2 and set(r.data["styles"]) == {"passages", "evidence", "linked"}
     for style in r.data["styles"].values():
         assert len(style["rows"]) == 2 and style["evidence_shown_s_p50"] is not None
     assert json.loads((out / "bench_answer.json").read_text())["questions"] == 2

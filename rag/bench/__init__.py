@@ -6,7 +6,7 @@
   retrieval   embedding, index build, latency   -> bench.md section       (rag.bench.retrieval)
   tuning      llama.cpp context options         -> bench.md section       (rag.bench.tuning)
   ann         10M face vectors: ANN indexes     -> ann.md, .json, .png    (rag.bench.ann, ann_disk, ann_report)
-  answer      old vs new answer path            -> bench_answer.md, .json (rag.bench.answer)
+  answer      passages vs evidence vs linked KV -> bench_answer.md, .json (rag.bench.answer)
   scale       10k/100k/1M-chunk corpora         -> scale.md, .json, .png  (rag.bench.scale, scale_*)
 With `quick`, small sizes and *_quick report names. Shared helpers: rag.bench.report.
 """

@@ -1,7 +1,9 @@
-"""`rag bench answer`: the answer path as a user feels it, old (five passages) vs new (evidence) default.
+"""`rag bench answer`: the answer path as a user feels it: five passages (the first default), evidence
+sentences read in full, and evidence linked from per-chunk KV caches (chunk_kv on).
 
-One process, model warm, the same questions for both paths, alternating per question so that any
-other load on the machine hits both alike. Per question: evidence on screen, first answer text on
+One process, model warm, the same questions for every path, alternating per question so that any
+other load on the machine hits them alike. The chunk caches of the questions' passages are built
+before the clock starts (as `rag index` does); their build time per chunk is reported too. Per question: evidence on screen, first answer text on
 screen (the evidence path's system-written quote, once the coverage judge has decided), first model
 token, total; tokens the model read (prompt minus KV-cache reuse), generation speed; RSS.
 """
@@ -14,7 +16,11 @@ from pathlib import Path
 
 from .report import Outcome, nearest_rank, peak_rss_mb, write_json
 
-STYLES = ("passages", "evidence")
+# path -> the settings that make it
+PATHS = {"passages": {"answer_style": "passages", "chunk_kv": "off"},
+         "evidence": {"answer_style": "evidence", "chunk_kv": "off"},
+         "linked": {"answer_style": "evidence", "chunk_kv": "on"}}
+STYLES = tuple(PATHS)
 
 
 def _questions(n: int) -> list[str]:
@@ -55,9 +61,14 @@ def bench_answer(settings, n_questions: int = 12) -> dict:
     from ..cpu import OtherLoad
 
     base = Assistant.from_settings(settings)
-    base.generator, base.embedder  # loaded once, before deriving: both paths share them
-    parts = {s: base.derive(answer_style=s) for s in STYLES}
+    base.generator, base.embedder  # loaded once, before deriving: every path shares them
+    parts = {s: base.derive(**PATHS[s]) for s in STYLES}
     questions = _questions(n_questions)
+    linked = parts["linked"]
+    chunks = {h.chunk.id: h.chunk for q in questions for h in linked.search(q).hits[:3]}
+    t0 = time.perf_counter()
+    seen, built = linked.warm_chunk_kv(chunks=list(chunks.values()))
+    warm_s = time.perf_counter() - t0
     for s in STYLES:  # warm: model pages, prompt prefixes, jieba's dictionary
         parts[s].answer(questions[-1])
     rows = {s: [] for s in STYLES}
@@ -67,8 +78,14 @@ def bench_answer(settings, n_questions: int = 12) -> dict:
                 rows[s].append(_one(parts[s], q))
                 print(f"bench answer: {s:9s} first token {rows[s][-1]['first_token_s'] or 0:5.1f}s  {q[:30]}",
                       file=sys.stderr, flush=True)
+    store = getattr(base.generator, "passage_store", None)
     out = {"model": settings.generator, "questions": len(questions), "other_load_cores": load.cores,
-           "peak_rss_mb": peak_rss_mb(), "styles": {}}
+           "peak_rss_mb": peak_rss_mb(), "styles": {},
+           "chunk_kv": {"chunks": seen, "built": built, "build_s": warm_s,
+                        "build_s_per_chunk": warm_s / built if built else None,
+                        "disk_mb": store.size_bytes() / 2 ** 20 if store else None,
+                        "files": len(store.files()) if store else None,
+                        "stats": dict(getattr(base.generator, "passage_stats", {}) or {})}}
     for s in STYLES:
         r = rows[s]
         answered = [x for x in r if not x["abstained"]]
@@ -81,9 +98,13 @@ def bench_answer(settings, n_questions: int = 12) -> dict:
             for q in (0.5, 0.95):
                 stats[f"{key}_p{int(q * 100)}"] = nearest_rank([x[key] for x in pool], q)
         out["styles"][s] = stats
-    old, new = out["styles"]["passages"], out["styles"]["evidence"]
-    out["first_token_speedup"] = (old["first_token_s_p50"] / new["first_token_s_p50"]
-                                  if old["first_token_s_p50"] and new["first_token_s_p50"] else None)
+    def ratio(a, b):
+        x, y = out["styles"][a]["first_token_s_p50"], out["styles"][b]["first_token_s_p50"]
+        return x / y if x and y else None
+
+    out["first_token_speedup"] = ratio("passages", "evidence")
+    out["linked_speedup_vs_passages"] = ratio("passages", "linked")
+    out["linked_speedup_vs_evidence"] = ratio("evidence", "linked")
     return out
 
 
@@ -92,27 +113,36 @@ def _f(x, nd=2, unit=""):
 
 
 def markdown(r: dict) -> str:
-    o, n = r["styles"]["passages"], r["styles"]["evidence"]
-    lines = ["# Answer path: five passages (old default) vs evidence (new default)", "",
-             f"`rag bench answer`: model `{r['model']}` warm, {r['questions']} questions from eval/answers.jsonl, both paths "
-             f"in one process, alternating per question. Other load during the run: {_f(r['other_load_cores'])} cores. "
-             f"Peak RSS {r['peak_rss_mb']:.0f} MB.", "",
-             "| | passages (old) | evidence (new) |", "|---|---|---|",
-             f"| questions answered (not declined) | {o['answered']} | {n['answered']} |"]
+    st = r["styles"]
+    cols = [("passages", "five passages, full prefill"), ("evidence", "evidence, full prefill"),
+            ("linked", "evidence, linked chunk KV")]
+    kv = r.get("chunk_kv") or {}
+    lines = ["# Answer path: five passages vs evidence vs evidence linked from per-chunk KV caches", "",
+             f"`rag bench answer`: model `{r['model']}` warm, {r['questions']} questions from eval/answers.jsonl, every "
+             f"path in one process, alternating per question. Other load during the run: {_f(r['other_load_cores'])} "
+             f"cores. Peak RSS {r['peak_rss_mb']:.0f} MB.", "",
+             "| | " + " | ".join(c for _, c in cols) + " |", "|---" * (len(cols) + 1) + "|",
+             "| questions answered (not declined) | " + " | ".join(str(st[k]["answered"]) for k, _ in cols) + " |"]
     for key, label in [("evidence_shown_s", "evidence/passages on screen"), ("first_text_s", "first answer text on screen"),
                        ("first_token_s", "first model token"), ("total_s", "whole answer")]:
-        lines.append(f"| {label}, p50 / p95 | {_f(o[key + '_p50'])} / {_f(o[key + '_p95'])} s | "
-                     f"{_f(n[key + '_p50'])} / {_f(n[key + '_p95'])} s |")
-    lines += [f"| tokens the model reads per question (after KV reuse), mean | {_f(o['tokens_read_mean'], 0)} | "
-              f"{_f(n['tokens_read_mean'], 0)} |",
-              f"| prompt processing (tokens read / time from evidence to first token), p50 | "
-              f"{_f(o['prefill_tps_p50'], 1)} tok/s | {_f(n['prefill_tps_p50'], 1)} tok/s |",
-              f"| generation, p50 | {_f(o['gen_tps_p50'], 1)} tok/s | {_f(n['gen_tps_p50'], 1)} tok/s |",
-              "", f"First model token, p50 ratio old/new: **{_f(r['first_token_speedup'], 2)}×**.", "",
-              "Tokens read count every prompt token the model processed for the question, the judge's included. "
-              "The evidence path's first model token includes the coverage judge (the same prompt, scored for "
-              "\"能/不能\"; the answer then reuses its KV cache). Its first answer text on screen is the system-written quote "
-              "of the best evidence sentence, shown as soon as the judge has decided that the evidence covers the question.", ""]
+        lines.append(f"| {label}, p50 / p95 | " + " | ".join(
+            f"{_f(st[k][key + '_p50'])} / {_f(st[k][key + '_p95'])} s" for k, _ in cols) + " |")
+    lines += ["| tokens the model reads per question (after KV reuse), mean | " +
+              " | ".join(_f(st[k]["tokens_read_mean"], 0) for k, _ in cols) + " |",
+              "| prompt processing (tokens read / time from evidence to first token), p50 | " +
+              " | ".join(f"{_f(st[k]['prefill_tps_p50'], 1)} tok/s" for k, _ in cols) + " |",
+              "| generation, p50 | " + " | ".join(f"{_f(st[k]['gen_tps_p50'], 1)} tok/s" for k, _ in cols) + " |",
+              "", f"First model token, p50 ratios: five passages / linked **{_f(r.get('linked_speedup_vs_passages'))}×**, "
+              f"evidence / linked **{_f(r.get('linked_speedup_vs_evidence'))}×**, five passages / evidence "
+              f"{_f(r['first_token_speedup'])}×.", "",
+              f"Chunk KV caches: {kv.get('built', 0)} of {kv.get('chunks', 0)} chunks built before the clock started in "
+              f"{_f(kv.get('build_s'), 1)} s ({_f(kv.get('build_s_per_chunk'))} s per chunk: what the first question on "
+              f"an uncached chunk pays once); {kv.get('files')} files, {_f(kv.get('disk_mb'), 0)} MB on disk; "
+              f"link stats {kv.get('stats')}.", "",
+              "Tokens read count every prompt token the model processed for the question, the judge's included; "
+              "linked tokens are not read. The evidence paths' first model token includes the coverage judge (the same "
+              "prompt, scored for \"能/不能\"; the answer then reuses its KV cache). Their first answer text on screen is the "
+              "system-written quote of the best evidence sentence, shown as soon as the judge has decided.", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +151,8 @@ def run(settings, *, out: Path, n_questions: int = 12) -> Outcome:
     r = bench_answer(settings, n_questions)
     write_json(out / "bench_answer.json", r)
     (out / "bench_answer.md").write_text(markdown(r), encoding="utf-8")
-    n = r["styles"]["evidence"]
-    return Outcome(r, [f"bench answer: first token p50 {_f(r['styles']['passages']['first_token_s_p50'])} s -> "
-                       f"{_f(n['first_token_s_p50'])} s ({_f(r['first_token_speedup'])}x); evidence on screen p50 "
-                       f"{_f(n['evidence_shown_s_p50'], 3)} s -> {out}/bench_answer.md"])
+    st = r["styles"]
+    return Outcome(r, [f"bench answer: first token p50 {_f(st['passages']['first_token_s_p50'])} s (passages) / "
+                       f"{_f(st['evidence']['first_token_s_p50'])} s (evidence) / {_f(st['linked']['first_token_s_p50'])} s "
+                       f"(linked; {_f(r['linked_speedup_vs_passages'])}x vs passages); evidence on screen p50 "
+                       f"{_f(st['linked']['evidence_shown_s_p50'], 3)} s -> {out}/bench_answer.md"])

@@ -24,10 +24,12 @@ class Generator(Protocol):
     model_id: str
     backend: str
 
-    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "") -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "",
+               passages: Sequence = ()) -> Iterator[str]:
         """Greedy continuation of the chat after the assistant turn has been opened with `prefix`."""
 
-    def score(self, messages: list[dict], prefix: str, continuations: Sequence[str]) -> list[tuple[float, int]]:
+    def score(self, messages: list[dict], prefix: str, continuations: Sequence[str],
+              passages: Sequence = ()) -> list[tuple[float, int]]:
         """(sum of log-probabilities, token count) of each continuation after the assistant `prefix`."""
         ...
 

@@ -18,7 +18,10 @@ from typing import Iterator, Sequence
 from ..cpu import CpuWatch, choose_threads, physical_cores
 from ..errors import GenerationError, ModelNotInstalled
 from .decoding import greedy_decode, log_softmax_at, lookup_draft
-from .kv_cache import KVCache, LlamaContext
+from .kv_cache import KVCache, LlamaContext, PassageKV
+from .linking import Passage, plain, plan
+
+PASSAGE_TOKENS_KEPT = 512  # passages whose per-piece tokens are remembered (tokenizing is cheap, not free)
 
 SPECULATIVE = ("none", "prompt-lookup")
 
@@ -28,7 +31,8 @@ class LlamaCppGenerator:
 
     def __init__(self, path: Path, model_id: str | None = None, threads: int = 0, n_ctx: int = 4096,
                  n_batch: int = 512, n_ubatch: int = 256, flash_attn: bool = False,
-                 kv_type: str = "f16", speculative: str = "none", n_draft: int = 8):
+                 kv_type: str = "f16", speculative: str = "none", n_draft: int = 8,
+                 passage_cache: Path | None = None, passage_cache_mb: int = 2048):
         if not threads:
             # OpenMP threads spin between operations instead of sleeping: generation 25.0 against 18.1 tok/s
             # on an idle 2-core machine (same prefill). Spinning only hurts when another process wants the
@@ -63,6 +67,8 @@ class LlamaCppGenerator:
                              type_k=kv_types[kv_type], type_v=kv_types[kv_type], logits_all=False)
         except (ValueError, RuntimeError) as e:
             raise ModelNotInstalled(f"cannot load {path}: {e}") from None
+        if passage_cache is not None:
+            _two_sequences(self.llm)
         self._is_eog_token = llama_cpp.llama_vocab_is_eog
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._context = LlamaContext(self.llm, max(n_batch, n_draft + 1))
@@ -71,6 +77,16 @@ class LlamaCppGenerator:
         self.n_batch = n_batch
         self._lock = threading.Lock()  # one llama context: one request at a time
         self.stats: dict = {}
+        self.passage_store = None
+        if passage_cache is not None:
+            from .chunk_kv import ChunkKVStore
+
+            # The saved keys/values fit this model file, KV type and llama.cpp build only.
+            st = self.path.stat()
+            key = f"{self.path.name}|{st.st_size}|{kv_type}|llama-cpp-python {llama_cpp.__version__}"
+            self.passage_store = ChunkKVStore(Path(passage_cache), key, passage_cache_mb * 2 ** 20)
+        self._passage_tokens: dict[str, list[list[int]]] = {}
+        self.passage_stats = {"linked": 0, "passage_tokens_read": 0, "link_failures": 0, "plain_stretches": 0}
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._formatter = Jinja2ChatFormatter(template=self.llm.metadata.get("tokenizer.chat_template"),
@@ -86,6 +102,31 @@ class LlamaCppGenerator:
 
     def prompt_tokens(self, messages: list[dict], prefix: str = "") -> list[int]:
         return self.llm.tokenize(self.chat_prompt(messages, prefix).encode(), add_bos=False, special=True)
+
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=False, special=special)
+
+    def _pieces(self, p: Passage) -> list[list[int]]:
+        toks = self._passage_tokens.get(p.key)
+        if toks is None:
+            toks = [self._tokenize(piece, False) for piece in p.pieces]
+            if len(self._passage_tokens) >= PASSAGE_TOKENS_KEPT:
+                self._passage_tokens.pop(next(iter(self._passage_tokens)))
+            self._passage_tokens[p.key] = toks
+        return toks
+
+    def prompt_items(self, messages: list[dict], prefix: str = "", passages: Sequence[Passage] = ()):
+        """The prompt's tokens, and what `KVCache.prefill` needs to link `passages` into it: their text in
+        the last user message is linked from the passages' caches instead of being read (None: read all)."""
+        if not passages or self.passage_store is None:
+            return self.prompt_tokens(messages, prefix), None
+        text = self.chat_prompt(messages, prefix)
+        start = text.rfind(messages[-1]["content"]) if messages else -1
+        if start < 0:
+            return self.prompt_tokens(messages, prefix), None
+        items = plan(text, start, passages, self._tokenize, self._pieces)
+        tokens = {p.key: [t for piece in self._pieces(p) for t in piece] for p in passages}
+        return items, PassageKV(tokens, self.passage_store, self.passage_stats)
 
     def clear_cache(self) -> None:
         """Forget the cached prompt (benchmarks use it to time a prompt from scratch)."""
@@ -105,13 +146,17 @@ class LlamaCppGenerator:
 
     # -- generation
 
-    def generate_tokens(self, prompt: list[int], max_tokens: int) -> Iterator[int]:
+    def generate_tokens(self, prompt: list, max_tokens: int, passages: PassageKV | None = None) -> Iterator[int]:
         """Greedy tokens after `prompt` (the caller holds the lock)."""
         import numpy as np
 
         self._set_threads()
         t0 = time.perf_counter()
-        st = self.stats = {"prompt_tokens": len(prompt), "cached_tokens": self.kv.prefill(prompt),
+        read0 = self.kv.tokens_read
+        cached = self.kv.prefill(prompt, passages)
+        prompt = plain(prompt)
+        st = self.stats = {"prompt_tokens": len(prompt), "cached_tokens": cached,
+                           "read_tokens": self.kv.tokens_read - read0,
                            "gen_tokens": 0, "drafted": 0, "accepted": 0, "decode_calls": 0,
                            "threads": self.threads}
         st["prefill_s"] = time.perf_counter() - t0
@@ -135,12 +180,13 @@ class LlamaCppGenerator:
         finally:
             st["gen_s"] = time.perf_counter() - t1
 
-    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "") -> Iterator[str]:
-        prompt = self.prompt_tokens(messages, prefix)
+    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "",
+               passages: Sequence[Passage] = ()) -> Iterator[str]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a CJK character may span tokens
         with self._lock:
+            prompt, linker = self.prompt_items(messages, prefix, passages)
             try:
-                for token in self.generate_tokens(prompt, max_tokens):
+                for token in self.generate_tokens(prompt, max_tokens, linker):
                     text = decoder.decode(self.llm.detokenize([token]))
                     if text:
                         yield text
@@ -150,19 +196,31 @@ class LlamaCppGenerator:
             except (RuntimeError, ValueError) as e:
                 raise GenerationError(f"generation failed: {e}") from None
 
+    def cache_passages(self, messages: list[dict], passages: Sequence[Passage]) -> int:
+        """Build the stored caches of `passages` as they appear in this prompt, without answering."""
+        items, linker = self.prompt_items(messages, "", passages)
+        if linker is None:
+            return 0
+        with self._lock:
+            try:
+                return self.kv.ensure_passages(items, linker)
+            except (RuntimeError, ValueError) as e:
+                raise GenerationError(f"caching passages failed: {e}") from None
+
     # -- scoring
 
-    def score(self, messages: list[dict], prefix: str, continuations: Sequence[str]) -> list[tuple[float, int]]:
+    def score(self, messages: list[dict], prefix: str, continuations: Sequence[str],
+              passages: Sequence[Passage] = ()) -> list[tuple[float, int]]:
         """The prompt is evaluated once (or reused from the cache); each continuation is then decoded in
         one batch on top of it, with logits only for its own positions, and removed again."""
         import numpy as np
 
-        prompt = self.prompt_tokens(messages, prefix)
         out = []
         with self._lock:
+            prompt, linker = self.prompt_items(messages, prefix, passages)
             self._set_threads()
             t0 = time.perf_counter()
-            cached = self.kv.prefill(prompt)
+            cached = self.kv.prefill(prompt, linker)
             base = np.array(self.kv.logits(-1), dtype=np.float64)
             n_eval = 0
             for cont in continuations:
@@ -190,3 +248,19 @@ class LlamaCppGenerator:
             total += log_softmax_at(self.kv.logits(i), ctoks[i + 1])
         self.kv.truncate(n0)
         return total
+
+
+def _two_sequences(llm) -> None:
+    """Give `llm` a context with a second sequence and one KV buffer shared by both (kv_unified), which
+    linking passages needs (sequence 1 is where a passage's cache is loaded before its cells are handed
+    to sequence 0). llama-cpp-python's `Llama` has no parameter for it, so the context it made is replaced
+    by one with the same parameters plus these two."""
+    from llama_cpp import _internals
+
+    params = llm.context_params
+    params.n_seq_max = 2
+    params.kv_unified = True
+    ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=llm.verbose)
+    llm._ctx.close()
+    llm._ctx = ctx
+    llm._stack.callback(ctx.close)

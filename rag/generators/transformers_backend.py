@@ -44,7 +44,8 @@ class TransformersGenerator:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
         return self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
 
-    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "") -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "",
+               passages: Sequence = ()) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
         ids = self.prompt_ids(messages, prefix)
@@ -87,7 +88,8 @@ class TransformersGenerator:
         self.stats = {"prompt_tokens": int(ids.shape[1]), "cached_tokens": 0, "gen_tokens": result.get("n", 0),
                       "prefill_s": t_first - t0, "gen_s": t_end - t_first}
 
-    def score(self, messages: list[dict], prefix: str, continuations: Sequence[str]) -> list[tuple[float, int]]:
+    def score(self, messages: list[dict], prefix: str, continuations: Sequence[str],
+              passages: Sequence = ()) -> list[tuple[float, int]]:
         """One forward pass over the prompt; each continuation runs on its KV cache, then is cropped off."""
         import torch
 
