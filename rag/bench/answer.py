@@ -48,7 +48,10 @@ def _one(a, question: str) -> dict:
         (st.get("prompt_tokens") or 0) - (st.get("cached_tokens") or 0)
     gen = st.get("gen_tokens") or 0
     reading = (t["first_token"] - t["evidence_shown"]) if "first_token" in t and "evidence_shown" in t else None
+    judge = t.get("judge")
+    after_judge = (t["first_token"] - t["evidence_shown"] - judge) if judge is not None and "first_token" in t else None
     return {"question": question, "abstained": answer.abstained, "evidence_shown_s": t.get("evidence_shown"),
+            "judge_s": judge, "answer_prefill_s": after_judge,
             "first_text_s": first_text, "first_token_s": t.get("first_token"), "total_s": t.get("total"),
             "prompt_tokens": st.get("prompt_tokens"), "tokens_read": read if not answer.abstained else 0,
             "prefill_tps": (read / reading) if reading and read > 0 else None,
@@ -93,7 +96,7 @@ def bench_answer(settings, n_questions: int = 12) -> dict:
                  "tokens_read_mean": (sum(x["tokens_read"] for x in answered) / len(answered)) if answered else None,
                  "prefill_tps_p50": nearest_rank([x["prefill_tps"] for x in answered], 0.5),
                  "gen_tps_p50": nearest_rank([x["gen_tps"] for x in answered], 0.5)}
-        for key in ("evidence_shown_s", "first_text_s", "first_token_s", "total_s"):
+        for key in ("evidence_shown_s", "judge_s", "answer_prefill_s", "first_text_s", "first_token_s", "total_s"):
             pool = r if key == "evidence_shown_s" else answered  # a declined question has no answer timings
             for q in (0.5, 0.95):
                 stats[f"{key}_p{int(q * 100)}"] = nearest_rank([x[key] for x in pool], q)
@@ -123,7 +126,10 @@ def markdown(r: dict) -> str:
              f"cores. Peak RSS {r['peak_rss_mb']:.0f} MB.", "",
              "| | " + " | ".join(c for _, c in cols) + " |", "|---" * (len(cols) + 1) + "|",
              "| questions answered (not declined) | " + " | ".join(str(st[k]["answered"]) for k, _ in cols) + " |"]
-    for key, label in [("evidence_shown_s", "evidence/passages on screen"), ("first_text_s", "first answer text on screen"),
+    for key, label in [("evidence_shown_s", "evidence/passages on screen"),
+                       ("judge_s", "· coverage judge (reads the prompt, scores 能/不能)"),
+                       ("answer_prefill_s", "· then the answer's own prompt tail, to its first token"),
+                       ("first_text_s", "first answer text on screen"),
                        ("first_token_s", "first model token"), ("total_s", "whole answer")]:
         lines.append(f"| {label}, p50 / p95 | " + " | ".join(
             f"{_f(st[k][key + '_p50'])} / {_f(st[k][key + '_p95'])} s" for k, _ in cols) + " |")
