@@ -21,7 +21,7 @@ from .errors import QueryError
 from .index import LoadedIndex
 
 MODES = ("hybrid", "dense", "bm25")  # bm25 = both keyword legs fused
-LEG_WEIGHTS = {"jieba": 1.0, "bigram": 1.0, "dense": 0.5}
+LEG_WEIGHTS = {"jieba": 1.0, "bigram": 1.0, "dense": 0.5, "doc2query": 1.0}
 RRF_K = 10
 # Calibrated with `rag eval retrieval` (eval/results/retrieval.md): coverage of the query's IDF
 # mass by the best keyword hit, or the dense cosine of the best hit, above which we answer.
@@ -39,6 +39,7 @@ class Hit:
     bm25: float | None = None  # jieba-word BM25
     bigram: float | None = None  # character-bigram BM25
     coverage: float = 0.0
+    doc2query: float | None = None  # BM25 over the LLM's keywords and questions for this chunk (rag.doc2query)
 
     def to_dict(self) -> dict:
         c = self.chunk
@@ -46,7 +47,8 @@ class Hit:
                 "line": c.line, "text": c.text, "score": round(self.score, 6),
                 "dense": None if self.dense is None else round(self.dense, 4),
                 "bm25": None if self.bm25 is None else round(self.bm25, 4),
-                "bigram": None if self.bigram is None else round(self.bigram, 4), "coverage": round(self.coverage, 3)}
+                "bigram": None if self.bigram is None else round(self.bigram, 4), "coverage": round(self.coverage, 3),
+                "doc2query": None if self.doc2query is None else round(self.doc2query, 4)}
 
 
 @dataclass
@@ -91,6 +93,8 @@ class Retriever:
         n = max(self.candidates, k)
         dense = self._dense(query, n) if mode in ("hybrid", "dense") else []
         lexical = {name: leg.search(query, n) for name, leg in self.index.bm25.legs.items()} if mode != "dense" else {}
+        if mode != "dense" and self.index.doc2query is not None:  # chunks not enriched yet are just absent
+            lexical["doc2query"] = self.index.doc2query.search(query, n)
         by_row: dict[int, Hit] = {}
 
         def hit(row: int, leg: str, rank: int, score: float) -> Hit:
@@ -107,7 +111,7 @@ class Retriever:
                 if name == "jieba":
                     h.bm25, h.coverage = lh.score, lh.coverage
                 else:
-                    h.bigram = lh.score
+                    setattr(h, name, lh.score)
         ranked = sorted(by_row.values(), key=lambda h: -h.score)[:k]
         words = lexical.get("jieba") or self.index.bm25.search(query, n)
         best_cov = max((lh.coverage for lh in words), default=0.0)
