@@ -6,6 +6,9 @@ Ranks every paraphrase of a retrieval set once per leg, then fuses the legs as r
   leg:<a>@w        + a keyword leg over the generated text only (analyzer a: jieba, bigram or both), weight w
   expand@alpha     no extra leg: the generated text joins each chunk's own keyword documents, its term
                    counts scaled by alpha (in-memory BM25 of rag.lexical, the same formula as the index)
+  sum@alpha        no extra leg: each keyword leg ranks by its BM25 score plus alpha x the BM25 score of
+                   the chunk's generated text under the same analyzer (what rag.retriever can do without
+                   rewriting the keyword store)
 Run against an index built and enriched by `rag index --enrich` (RAG_INDEX_DIR / --index-dir):
     python eval/compare_doc2query.py --index-dir DIR [--set eval/retrieval.jsonl] [--only NAME ...]
 Choose on the tuning set (eval/retrieval.jsonl); run the held-out set only for the chosen design.
@@ -83,6 +86,8 @@ def main() -> int:
         designs[f"leg:both@{w}"] = ("legs", {**BASE, "g_jieba": w, "g_bigram": w})
     for alpha in expansions:
         designs[f"expand@{alpha}"] = ("expand", alpha)
+    for alpha in (0.25, 0.5, 0.75, 1.0):
+        designs[f"sum@{alpha}"] = ("sum", alpha)
     if args.only:
         designs = {k: v for k, v in designs.items() if k in args.only}
 
@@ -91,14 +96,27 @@ def main() -> int:
         q = it["question"]
         dense = [int(r) for r in index.vectors.search(a.embedder.embed_query(q)[None, :], N)[1][0] if r >= 0]
         legs = {"dense": dense}
+        scored = {}
         for name, leg in index.bm25.legs.items():
-            legs[name] = [h.row for h in leg.search(q, N)]
+            scored[name] = [(h.row, h.score) for h in leg.search(q, 2 * N)]
+            legs[name] = [r for r, _ in scored[name][:N]]
         for a_, bm in gen_legs.items():
-            legs[f"g_{a_}"] = [rows_with[h.row] for h in bm.search(q, N)]
+            scored[f"g_{a_}"] = [(rows_with[h.row], h.score) for h in bm.search(q, 2 * N)]
+            legs[f"g_{a_}"] = [r for r, _ in scored[f"g_{a_}"][:N]]
         golds = golds_of(it)
         for name, (kind, spec) in designs.items():
             if kind == "legs":
                 top = fuse(legs, spec)
+            elif kind == "sum":
+                summed = {}
+                for a_ in ANALYZERS:
+                    total: Counter = Counter()
+                    for r, sc in scored[a_]:
+                        total[r] += sc
+                    for r, sc in scored[f"g_{a_}"]:
+                        total[r] += spec * sc
+                    summed[a_] = [r for r, _ in total.most_common(N)]
+                top = fuse({"dense": dense, **summed}, BASE)
             else:
                 ex = {a_: [h.row for h in expansions[spec][a_].search(q, N)] for a_ in ANALYZERS}
                 top = fuse({"dense": dense, **ex}, BASE)

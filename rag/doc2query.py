@@ -343,20 +343,20 @@ def enrich(index_dir: Path, chunks: Iterable, model: str, load_generator: Callab
 # ---------------------------------------------------------------- the keyword leg (query time)
 
 class Doc2QueryLeg:
-    """BM25 (rag.lexical) over the generated text of a generation's chunks, re-read when the cache
-    changes. Rows are the generation's chunk rows; chunks without generated text are simply absent."""
+    """BM25 (rag.lexical, one per keyword analyzer) over the generated text of a generation's chunks,
+    re-read when the cache changes. Rows are the generation's chunk rows; chunks without generated text
+    are simply absent. rag.retriever adds these scores to the keyword legs' own (eval/results/doc2query.md)."""
 
-    def __init__(self, index_dir: Path, chunks: Sequence, analyzer: str = "jieba",
-                 warn: Callable[[str], None] = lambda m: None):
+    def __init__(self, index_dir: Path, chunks: Sequence, warn: Callable[[str], None] = lambda m: None):
         self.path = Path(index_dir) / CACHE
         self.chunks = chunks
-        self.analyzer = analyzer
         self.warn = warn
+        self.problem = ""  # why the cache is not used (corrupt, another prompt), for a status line
+        self.model = ""
         self._stamp = None
         self._rows_of: dict[str, list[int]] | None = None  # content hash -> chunk rows, read on first use
-        self._bm25 = None
-        self._rows: list[int] = []
-        self.model = ""
+        self._bm25: dict = {}  # analyzer -> BM25 over the generated documents
+        self._rows: list[int] = []  # document -> chunk row
         self._lock = threading.Lock()  # the UI searches from several threads
 
     def _hash_rows(self) -> dict[str, list[int]]:
@@ -366,9 +366,9 @@ class Doc2QueryLeg:
                 self._rows_of.setdefault(content_hash(passage_of(c)), []).append(row)
         return self._rows_of
 
-    def refresh(self) -> tuple:
+    def refresh(self) -> tuple[dict, list[int]]:
         """Re-read the cache if it changed since the last search (one stat call when it did not);
-        returns (bm25, rows) as one consistent pair."""
+        returns ({analyzer: BM25}, rows) as one consistent pair."""
         with self._lock:
             self._refresh()
             return self._bm25, self._rows
@@ -382,17 +382,21 @@ class Doc2QueryLeg:
         if stamp == self._stamp:
             return
         self._stamp = stamp
-        self._bm25, self._rows, self.model = None, [], ""
+        self._bm25, self._rows, self.model, self.problem = {}, [], "", ""
         if stamp is None:
             return
         try:
             cache = read_cache(self.path)
         except IndexCorrupt as e:
-            self.warn(f"{e}; searching without doc2query text (`rag index --enrich` rebuilds it)")
+            self.problem = f"{e}; searching without doc2query text (`rag index --enrich` rebuilds it)"
+            self.warn(self.problem)
             return
-        if cache is None or cache.prompt != prompt_key():
-            return  # another prompt's text: refused until `rag index --enrich` regenerates it
-        from .lexical import BM25
+        if cache is None:
+            return
+        if cache.prompt != prompt_key():  # refused until `rag index --enrich` regenerates it
+            self.problem = f"{self.path} was written with prompt {cache.prompt}, not {prompt_key()}; not used"
+            return
+        from .lexical import ANALYZERS, BM25
 
         docs, rows = [], []
         for h, chunk_rows in self._hash_rows().items():
@@ -403,16 +407,17 @@ class Doc2QueryLeg:
                     docs.append(text)
                     rows.append(r)
         if docs:
-            self._bm25, self._rows, self.model = BM25.from_texts(docs, self.analyzer), rows, cache.model
+            self._bm25 = {name: BM25.from_texts(docs, name) for name in ANALYZERS}
+            self._rows, self.model = rows, cache.model
 
     def __len__(self) -> int:
         return len(self.refresh()[1])
 
-    def search(self, query: str, k: int = 10) -> list:
+    def search(self, query: str, k: int = 10, analyzer: str = "jieba") -> list:
         """LexicalHits with chunk rows, best first (empty when nothing has been generated)."""
         from .lexical import LexicalHit
 
         bm25, rows = self.refresh()
-        if bm25 is None:
+        if analyzer not in bm25:
             return []
-        return [LexicalHit(rows[h.row], h.score, h.coverage) for h in bm25.search(query, k)]
+        return [LexicalHit(rows[h.row], h.score, h.coverage) for h in bm25[analyzer].search(query, k)]
