@@ -223,3 +223,39 @@ def test_real_model_writes_keywords_and_questions_for_two_chunks(tmp_path):
         keywords, questions = parse(raw)
         assert keywords and questions, raw  # the format of the worked example, not a chat reply
     assert len(Doc2QueryLeg(s.index_dir, _chunks(a))) == 2
+
+
+def test_records_of_chunks_long_gone_are_compacted_away(built):
+    a, chunks = built, _chunks(built)
+    enrich(a.settings.index_dir, chunks, MODEL, _loader(TaggingGenerator()))
+    cache = read_cache(a.settings.index_dir / CACHE)
+    w = doc2query._Appender(cache)
+    for i in range(200):  # text of chunks that edits removed long ago
+        w.add(f"gone{i}", "旧")
+    w.close()
+    r = enrich(a.settings.index_dir, chunks, MODEL, _loader(TaggingGenerator()))
+    after = read_cache(a.settings.index_dir / CACHE)
+    assert r.generated == 0 and after.records == r.chunks and "旧" not in after.replies.values()
+
+
+def test_generated_text_lifts_its_chunk_within_the_keyword_legs(built):
+    from dataclasses import replace
+
+    from rag.retriever import Retriever
+
+    a = built
+    index = a.index()
+    plain = Retriever(replace(index, doc2query=None), a.embedder)
+    q = "参数越往前传越小"
+    before = [h.chunk.id for h in plain.search(q, 5).hits]
+    assert [h.chunk.id for h in a.search(q, 5).hits] == before  # nothing generated yet: the same ranking
+    target = next(c for c in _chunks(a) if "梯度爆炸" in c.text)
+
+    class Knows(TaggingGenerator):
+        def stream(self, messages, max_tokens=256, prefix=""):
+            passage = messages[-1]["content"]
+            yield "越往前传越小, vanishing" if "梯度爆炸" in passage else "无关, other"
+
+    enrich(a.settings.index_dir, _chunks(a), MODEL, _loader(Knows()))
+    hits = a.search(q, 5).hits
+    assert hits[0].chunk.id == target.id != before[0] and hits[0].doc2query > 0
