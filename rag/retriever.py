@@ -24,8 +24,9 @@ from .lexical import LexicalHit
 MODES = ("hybrid", "dense", "bm25")  # bm25 = both keyword legs fused
 LEG_WEIGHTS = {"jieba": 1.0, "bigram": 1.0, "dense": 0.5}
 # doc2query (rag.doc2query): each keyword leg ranks by its BM25 plus this share of the BM25 of the LLM's
-# keywords/questions for the chunk, under the same analyzer. Adding to the chunk's own score beat a
-# separate RRF leg, which pulled every enriched chunk up (eval/results/doc2query.md, tuning set only).
+# keywords/questions for the chunk (same analyzer). Chosen on eval/retrieval.jsonl over separate RRF legs,
+# which gained more on paraphrases but cost heading questions and, while some chunks had no generated text
+# yet, pulled the enriched ones up (below the plain legs even at 90% coverage): eval/results/doc2query.md.
 DOC2QUERY_WEIGHT = 0.5
 RRF_K = 10
 # Calibrated with `rag eval retrieval` (eval/results/retrieval.md): coverage of the query's IDF
@@ -44,7 +45,7 @@ class Hit:
     bm25: float | None = None  # jieba-word BM25
     bigram: float | None = None  # character-bigram BM25
     coverage: float = 0.0
-    doc2query: float | None = None  # jieba BM25 of the LLM's keywords/questions for the chunk (in bm25 already)
+    doc2query: float | None = None  # jieba BM25 of the LLM's keywords/questions for this chunk (rag.doc2query)
 
     def to_dict(self) -> dict:
         c = self.chunk
@@ -97,11 +98,12 @@ class Retriever:
             raise ValueError(f"mode must be one of {MODES}")
         n = max(self.candidates, k)
         dense = self._dense(query, n) if mode in ("hybrid", "dense") else []
-        d2q = self.index.doc2query if mode != "dense" and self.index.doc2query is not None else None
-        wide = 2 * n if d2q is not None and len(d2q) else n  # a chunk may rise from below the top n
+        d2q = self.index.doc2query if mode != "dense" else None
+        enriched = d2q is not None and len(d2q) > 0  # no generated text yet: the legs as they were
+        wide = 2 * n if enriched else n  # a chunk may rise from below the top n
         lexical = {name: leg.search(query, wide) for name, leg in self.index.bm25.legs.items()} if mode != "dense" else {}
         own_words = lexical.get("jieba", [])[:n]
-        generated = self._add_doc2query(query, lexical, n) if wide > n else {}
+        generated = self._add_doc2query(query, lexical, n) if enriched else {}
         by_row: dict[int, Hit] = {}
 
         def hit(row: int, leg: str, rank: int, score: float) -> Hit:
@@ -116,9 +118,12 @@ class Retriever:
             for rank, lh in enumerate(hits):
                 h = hit(lh.row, name, rank, lh.score)
                 if name == "jieba":
-                    h.bm25, h.coverage, h.doc2query = lh.score, lh.coverage, generated.get(lh.row)
-                else:
+                    h.bm25, h.coverage = lh.score, lh.coverage
+                elif name == "bigram":
                     h.bigram = lh.score
+        for row, score in generated.items():
+            if row in by_row:
+                by_row[row].doc2query = score
         ranked = sorted(by_row.values(), key=lambda h: -h.score)[:k]
         words = own_words or self.index.bm25.search(query, n)  # coverage: the note's own words only
         best_cov = max((lh.coverage for lh in words), default=0.0)
@@ -127,8 +132,8 @@ class Retriever:
         return Retrieval(query, ranked, covered, best_cov, best_dense)
 
     def _add_doc2query(self, query: str, lexical: dict[str, list[LexicalHit]], n: int) -> dict[int, float]:
-        """Add the generated text's BM25 to each keyword leg's scores and keep the leg's new top n (in
-        place); returns the jieba score of the generated text per row."""
+        """Add DOC2QUERY_WEIGHT x the generated text's BM25 to each keyword leg's scores and keep the leg's
+        new top n (in place); returns the generated text's jieba score per row."""
         generated = {}
         for name, own in lexical.items():
             extra = self.index.doc2query.search(query, 2 * n, analyzer=name)
