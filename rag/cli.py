@@ -106,21 +106,29 @@ def cmd_index(args) -> int:
               f"{len(report.removed)} removed, {len(report.unchanged)} unchanged; {report.embedded} chunks embedded "
               f"-> {a.settings.index_dir}/{report.generation}")
     if a.settings.enrich:
-        _enrich(a)
+        _enrich(a, explicit=args.enrich is True)
     return 0
 
 
-def _enrich(a) -> None:
-    """doc2query after the build: the index already serves; Ctrl-C keeps every finished chunk."""
+def _enrich(a, explicit: bool) -> None:
+    """doc2query after the build: the index already serves; Ctrl-C keeps every finished chunk. Unless
+    asked for with --enrich, a generator that cannot load (or a run already under way) is a warning:
+    the index itself was built."""
     from .doc2query import enrich
+    from .errors import IndexLocked, ModelNotInstalled
 
     try:
         r = enrich(a.settings.index_dir, a.index().chunks, a.settings.generator, lambda: a.generator,
                    progress=_progress, warn=_warn)
     except KeyboardInterrupt:
-        print("\ndoc2query interrupted: the chunks finished so far are kept; `rag index --enrich` resumes",
+        print("\ndoc2query interrupted: the chunks finished so far are kept; `rag index` resumes",
               file=sys.stderr)
         raise
+    except (ModelNotInstalled, IndexLocked) as e:
+        if explicit:
+            raise
+        _warn(f"doc2query skipped: {e} (`--no-enrich` / RAG_ENRICH=0 turns it off)")
+        return
     if r.generated:
         print(f"doc2query: generated text for {r.generated} chunks in {r.seconds:.0f}s "
               f"({r.cached} already cached, {r.chunks} in the index; model {r.model})")

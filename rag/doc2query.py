@@ -321,9 +321,9 @@ def enrich(index_dir: Path, chunks: Iterable, model: str, load_generator: Callab
         if not todo:
             report.seconds = time.monotonic() - t0
             return report
+        generator = load_generator()  # first: a model that cannot load must not cost the old cache
         if cache is None:
             cache = _new_cache(path, model)
-        generator = load_generator()
         writer = _Appender(cache)
         bar = progress(total=len(todo), desc="doc2query", unit="chunk") if progress else None
         try:

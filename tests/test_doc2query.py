@@ -188,8 +188,10 @@ def test_enrich_setting_from_env_and_flag(monkeypatch, tmp_path):
     monkeypatch.setenv("RAG_ENRICH", "maybe")
     with pytest.raises(SettingsError, match="RAG_ENRICH"):
         Settings.from_env()
-    monkeypatch.delenv("RAG_ENRICH")
+    monkeypatch.setenv("RAG_ENRICH", "0")
     assert Settings.from_env().enrich is False
+    monkeypatch.delenv("RAG_ENRICH")
+    assert Settings.from_env().enrich is False  # opt-in (eval/results/doc2query.md says why)
     args = cli.build_parser().parse_args(["index", "--enrich"])
     assert args.enrich is True and cli.build_parser().parse_args(["index"]).enrich is None
     assert cli.build_parser().parse_args(["index", "--no-enrich"]).enrich is False
@@ -197,13 +199,17 @@ def test_enrich_setting_from_env_and_flag(monkeypatch, tmp_path):
 
 def test_rag_index_enrich_with_the_fake_reply_spec(settings, capsys, monkeypatch):
     monkeypatch.setenv("RAG_EMBEDDER", "fake")
+    monkeypatch.delenv("RAG_ENRICH", raising=False)
     argv = ["index", "--corpus", str(settings.corpus_dir), "--index-dir", str(settings.index_dir),
             "--generator", "fake:reply=梯度消失, vanishing gradient\n问：越往前传越小怎么办？"]
     assert cli.main(argv + ["--enrich"]) == 0
     out = capsys.readouterr().out
     assert "doc2query: generated text for" in out
     assert cli.main(argv + ["--enrich"]) == 0 and "doc2query: up to date" in capsys.readouterr().out
+    assert cli.main(argv + ["--no-enrich"]) == 0 and "doc2query" not in capsys.readouterr().out
     assert cli.main(argv) == 0 and "doc2query" not in capsys.readouterr().out  # off unless asked
+    monkeypatch.setenv("RAG_ENRICH", "1")
+    assert cli.main(argv) == 0 and "doc2query: up to date" in capsys.readouterr().out
     a = Assistant(Settings.from_env(corpus_dir=settings.corpus_dir, index_dir=settings.index_dir, generator="fake"))
     assert any(h.doc2query for h in a.search("越往前传越小", k=5).hits)
 
@@ -259,3 +265,30 @@ def test_generated_text_lifts_its_chunk_within_the_keyword_legs(built):
     enrich(a.settings.index_dir, _chunks(a), MODEL, _loader(Knows()))
     hits = a.search(q, 5).hits
     assert hits[0].chunk.id == target.id != before[0] and hits[0].doc2query > 0
+
+
+def test_a_generator_that_cannot_load_is_a_warning_unless_enrichment_was_asked_for(settings, capsys, monkeypatch):
+    from rag.errors import ModelNotInstalled
+
+    monkeypatch.setenv("RAG_EMBEDDER", "fake")
+    monkeypatch.setenv("RAG_ENRICH", "1")  # the setting (a default or the environment), not the flag
+    argv = ["index", "--corpus", str(settings.corpus_dir), "--index-dir", str(settings.index_dir),
+            "--generator", str(settings.cache_dir / "missing.gguf")]
+    assert cli.main(argv) == 0  # the index was built; enrichment could not run
+    err = capsys.readouterr().err
+    assert "doc2query skipped" in err and "missing.gguf" in err
+    assert cli.main(argv + ["--enrich"]) == ModelNotInstalled.exit_code
+
+
+def test_a_generator_that_cannot_load_keeps_the_old_cache(built):
+    from rag.errors import ModelNotInstalled
+
+    a, chunks = built, _chunks(built)
+    enrich(a.settings.index_dir, chunks, MODEL, _loader(FakeGenerator(reply="甲")))
+
+    def broken():
+        raise ModelNotInstalled("no such model")
+
+    with pytest.raises(ModelNotInstalled):
+        enrich(a.settings.index_dir, chunks, "fake:reply=other", broken)
+    assert set(read_cache(a.settings.index_dir / CACHE).replies.values()) == {"甲"}
