@@ -121,7 +121,7 @@ def _enrich(a, explicit: bool) -> None:
         r = enrich(a.settings.index_dir, a.index().chunks, a.settings.generator, lambda: a.generator,
                    progress=_progress, warn=_warn)
     except KeyboardInterrupt:
-        print("\ndoc2query interrupted: the chunks finished so far are kept; `rag index` resumes",
+        print("\ndoc2query interrupted: the chunks finished so far are kept; `rag index --enrich` resumes",
               file=sys.stderr)
         raise
     except (ModelNotInstalled, IndexLocked) as e:

@@ -345,7 +345,7 @@ def enrich(index_dir: Path, chunks: Iterable, model: str, load_generator: Callab
 class Doc2QueryLeg:
     """BM25 (rag.lexical, one per keyword analyzer) over the generated text of a generation's chunks,
     re-read when the cache changes. Rows are the generation's chunk rows; chunks without generated text
-    are simply absent, and `complete` says whether any is (rag.retriever fuses the two cases differently)."""
+    are simply absent."""
 
     def __init__(self, index_dir: Path, chunks: Sequence, warn: Callable[[str], None] = lambda m: None):
         self.path = Path(index_dir) / CACHE
@@ -357,7 +357,6 @@ class Doc2QueryLeg:
         self._rows_of: dict[str, list[int]] | None = None  # content hash -> chunk rows, read on first use
         self._bm25: dict = {}  # analyzer -> BM25 over the generated documents
         self._rows: list[int] = []  # document -> chunk row
-        self._complete = False
         self._lock = threading.Lock()  # the UI searches from several threads
 
     def _hash_rows(self) -> dict[str, list[int]]:
@@ -367,12 +366,12 @@ class Doc2QueryLeg:
                 self._rows_of.setdefault(content_hash(passage_of(c)), []).append(row)
         return self._rows_of
 
-    def refresh(self) -> tuple[dict, list[int], bool]:
+    def refresh(self) -> tuple[dict, list[int]]:
         """Re-read the cache if it changed since the last search (one stat call when it did not);
-        returns ({analyzer: BM25}, rows, complete) as one consistent state."""
+        returns ({analyzer: BM25}, rows) as one consistent pair."""
         with self._lock:
             self._refresh()
-            return self._bm25, self._rows, self._complete
+            return self._bm25, self._rows
 
     def _refresh(self) -> None:
         try:
@@ -383,7 +382,7 @@ class Doc2QueryLeg:
         if stamp == self._stamp:
             return
         self._stamp = stamp
-        self._bm25, self._rows, self._complete, self.model, self.problem = {}, [], False, "", ""
+        self._bm25, self._rows, self.model, self.problem = {}, [], "", ""
         if stamp is None:
             return
         try:
@@ -400,8 +399,7 @@ class Doc2QueryLeg:
         from .lexical import ANALYZERS, BM25
 
         docs, rows = [], []
-        hash_rows = self._hash_rows()
-        for h, chunk_rows in hash_rows.items():
+        for h, chunk_rows in self._hash_rows().items():
             raw = cache.replies.get(h)
             text = document(raw) if raw is not None else ""
             if text:
@@ -411,22 +409,16 @@ class Doc2QueryLeg:
         if docs:
             self._bm25 = {name: BM25.from_texts(docs, name) for name in ANALYZERS}
             self._rows, self.model = rows, cache.model
-            self._complete = all(h in cache.replies for h in hash_rows)
 
     def __len__(self) -> int:
         """Chunks with generated text."""
         return len(self.refresh()[1])
 
-    @property
-    def complete(self) -> bool:
-        """Every chunk of the generation has had its text generated."""
-        return self.refresh()[2]
-
     def search(self, query: str, k: int = 10, analyzer: str = "jieba") -> list:
         """LexicalHits with chunk rows, best first (empty when nothing has been generated)."""
         from .lexical import LexicalHit
 
-        bm25, rows, _ = self.refresh()
+        bm25, rows = self.refresh()
         if analyzer not in bm25:
             return []
         return [LexicalHit(rows[h.row], h.score, h.coverage) for h in bm25[analyzer].search(query, k)]
