@@ -84,32 +84,6 @@ def _queries(args) -> list[str]:
 
 # ---------------------------------------------------------------- commands
 
-def cmd_index(args) -> int:
-    a = _assistant(args)
-    paths = [Path(p) for p in args.paths] or [a.settings.corpus_dir]
-    from .corpus import check_allowed, unsupported_files
-
-    if args.paths and not args.allow_outside:
-        # A mistyped path (`/`, `~`, `docs/../..`) must not pull private files into a searchable index.
-        check_allowed(paths, [Path.cwd(), a.settings.corpus_dir])
-
-    for p in unsupported_files([p for p in paths if p.exists()]):
-        _warn(f"{p}: unsupported type, not indexed")
-    report = a.build(paths, rebuild=args.rebuild)
-    for source, reason in report.skipped:
-        _warn(f"skipped {source}: {reason}")
-    if report.up_to_date:
-        print(f"index is up to date ({report.chunks} chunks, {len(report.unchanged)} files; {report.seconds:.2f}s)")
-    else:
-        print(f"indexed {report.chunks} chunks from {len(report.added) + len(report.changed) + len(report.unchanged)} files "
-              f"in {report.seconds:.1f}s: {len(report.added)} added, {len(report.changed)} changed, "
-              f"{len(report.removed)} removed, {len(report.unchanged)} unchanged; {report.embedded} chunks embedded "
-              f"-> {a.settings.index_dir}/{report.generation}")
-    if a.settings.enrich:
-        _enrich(a, explicit=args.enrich is True)
-    return 0
-
-
 def _enrich(a, explicit: bool) -> None:
     """doc2query after the build: the index already serves; Ctrl-C keeps every finished chunk. Unless
     asked for with --enrich, a generator that cannot load (or a run already under way) is a warning:
@@ -134,6 +108,32 @@ def _enrich(a, explicit: bool) -> None:
               f"({r.cached} already cached, {r.chunks} in the index; model {r.model})")
     else:
         print(f"doc2query: up to date ({r.chunks} chunks, model {r.model}; {r.seconds:.2f}s)")
+
+
+def cmd_index(args) -> int:
+    a = _assistant(args)
+    paths = [Path(p) for p in args.paths] or [a.settings.corpus_dir]
+    from .corpus import check_allowed, unsupported_files
+
+    if args.paths and not args.allow_outside:
+        # A mistyped path (`/`, `~`, `docs/../..`) must not pull private files into a searchable index.
+        check_allowed(paths, [Path.cwd(), a.settings.corpus_dir])
+
+    for p in unsupported_files([p for p in paths if p.exists()]):
+        _warn(f"{p}: unsupported type, not indexed")
+    report = a.build(paths, rebuild=args.rebuild)
+    for source, reason in report.skipped:
+        _warn(f"skipped {source}: {reason}")
+    if report.up_to_date:
+        print(f"index is up to date ({report.chunks} chunks, {len(report.unchanged)} files; {report.seconds:.2f}s)")
+    else:
+        print(f"indexed {report.chunks} chunks from {len(report.added) + len(report.changed) + len(report.unchanged)} files "
+              f"in {report.seconds:.1f}s: {len(report.added)} added, {len(report.changed)} changed, "
+              f"{len(report.removed)} removed, {len(report.unchanged)} unchanged; {report.embedded} chunks embedded "
+              f"-> {a.settings.index_dir}/{report.generation}")
+    if a.settings.enrich:
+        _enrich(a, explicit=args.enrich is True)
+    return 0
 
 
 def _each(args, key: str, run):
