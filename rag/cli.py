@@ -23,7 +23,7 @@ def _warn(msg: str) -> None:
 
 
 # Settings whose flag only some commands take; every other setting with a flag (rag.config) is common.
-PER_COMMAND = ("top_k", "vector_index")
+PER_COMMAND = ("top_k", "vector_index", "enrich")
 
 
 def _flagged() -> list[str]:
@@ -48,6 +48,8 @@ def _add_setting(parser, name: str) -> None:
         kw["type"] = Path
     if f.metadata["choices"]:
         kw["choices"] = f.metadata["choices"]
+    if f.type == "bool":  # --x / --no-x; neither leaves the environment's or the default value
+        kw["action"] = argparse.BooleanOptionalAction
     parser.add_argument(flag_for(name), **kw)
 
 
@@ -82,6 +84,32 @@ def _queries(args) -> list[str]:
 
 # ---------------------------------------------------------------- commands
 
+def _enrich(a, explicit: bool) -> None:
+    """doc2query after the build: the index already serves; Ctrl-C keeps every finished chunk. Unless
+    asked for with --enrich, a generator that cannot load (or a run already under way) is a warning:
+    the index itself was built."""
+    from .doc2query import enrich
+    from .errors import IndexLocked, ModelNotInstalled
+
+    try:
+        r = enrich(a.settings.index_dir, a.index().chunks, a.settings.generator, lambda: a.generator,
+                   progress=_progress, warn=_warn)
+    except KeyboardInterrupt:
+        print("\ndoc2query interrupted: the chunks finished so far are kept; `rag index --enrich` resumes",
+              file=sys.stderr)
+        raise
+    except (ModelNotInstalled, IndexLocked) as e:
+        if explicit:
+            raise
+        _warn(f"doc2query skipped: {e} (`--no-enrich` / RAG_ENRICH=0 turns it off)")
+        return
+    if r.generated:
+        print(f"doc2query: generated text for {r.generated} chunks in {r.seconds:.0f}s "
+              f"({r.cached} already cached, {r.chunks} in the index; model {r.model})")
+    else:
+        print(f"doc2query: up to date ({r.chunks} chunks, model {r.model}; {r.seconds:.2f}s)")
+
+
 def cmd_index(args) -> int:
     a = _assistant(args)
     paths = [Path(p) for p in args.paths] or [a.settings.corpus_dir]
@@ -105,6 +133,8 @@ def cmd_index(args) -> int:
               f"-> {a.settings.index_dir}/{report.generation}")
     if a.settings.chunk_kv == "on":
         _warm_chunk_kv(a)
+    if a.settings.enrich:
+        _enrich(a, explicit=args.enrich is True)
     return 0
 
 
@@ -326,6 +356,7 @@ def _index_parser(sub, common) -> None:
     s.add_argument("paths", nargs="*", help="files or directories (default: the corpus directory)")
     s.add_argument("--rebuild", action="store_true", help="re-embed everything")
     _add_setting(s, "vector_index")
+    _add_setting(s, "enrich")
     s.add_argument("--allow-outside", action="store_true",
                    help="index PATHS outside the current directory and the corpus directory")
     s.set_defaults(func=cmd_index)

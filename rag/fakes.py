@@ -67,7 +67,8 @@ class FakeGenerator:
             n = 1
             if prefix:  # after the system-written quote: conclude by restating the quoted sentence
                 m = re.search(r"“([^。”\n]{4,80})", prefix) or m
-                n = int(re.search(r"\[(\d+)\]", prefix).group(1))
+                cited = re.search(r"\[(\d+)\]", prefix)  # (a doc2query prefix cites nothing)
+                n = int(cited.group(1)) if cited else 1
             text = (m.group(1).strip() + f" [{n}]。") if m else "资料中没有相关内容。"
         for i in range(0, len(text), 3):
             yield text[i:i + 3]

@@ -17,6 +17,7 @@ import numpy as np
 
 from .chunk_store import ChunkStore, read_chunks, read_docids, read_vectors
 from .chunking import Chunk, ChunkerSettings, chunk_document
+from .doc2query import Doc2QueryLeg
 from .errors import CorpusError, EmbedderMismatch, IndexCorrupt, IndexMissing, LoaderError, RagError
 from .generations import (CHUNKS_DB, DEFAULT_VECTOR_REQUEST, FORMAT_VERSION, VECTORS, cleanup_stale, current_generation,
                           file_sha256, keywords_usable, read_manifest, update_keywords, verify_artifacts,
@@ -58,6 +59,7 @@ class LoadedIndex:
     chunks: Sequence[Chunk]  # a ChunkStore: rows are read from SQLite when asked for
     vectors: VectorIndex
     bm25: KeywordIndex
+    doc2query: Doc2QueryLeg | None = None  # the LLM's keywords/questions per chunk, as far as generated
 
     @property
     def embedder_id(self) -> str:
@@ -102,7 +104,7 @@ def load_index(index_dir: Path, embedder_id: str | None = None, vector_search: d
         raise IndexCorrupt(f"{gen}: chunk store, vectors and BM25 disagree on the chunk count; run `rag index --rebuild`")
     if bm25.num_documents() < len(bm25):
         raise IndexCorrupt(f"{bm25.path} has fewer documents than {gen.name} has chunks; run `rag index --rebuild`")
-    return LoadedIndex(gen, manifest, chunks, vectors, bm25)
+    return LoadedIndex(gen, manifest, chunks, vectors, bm25, Doc2QueryLeg(Path(index_dir), chunks))
 
 
 # ---------------------------------------------------------------- building
