@@ -3,7 +3,7 @@ JSON`) so that the RSS measured after loading is the loaded index's, not the bui
   build    generate the corpus (cached in the work directory) and build the index from scratch
   keyword  load only the keyword legs, run the queries: their load time, latency and RSS
   serve    load the whole index as `rag ask` does and run every leg and the fused search
-  add      incremental `rag index` with one new file of 100 units, then with it deleted again
+  add      incremental `rag index` with one new file of 100 units, then changed, then deleted again
   one_leg  the keyword store alone, one leg (run by hand: see phase_one_leg)
 A phase's parameters are one JSON object: n (chunks), seed (the seed notes), corpus, index (directories),
 embedder (a spec; RAG_EMBEDDER or the default when absent), and leg for one_leg. Its result is the last line on stdout.
@@ -25,7 +25,6 @@ from .report import latency_ms, logger, peak_rss_mb, rss_mb
 from .scale_corpus import make_corpus, seed_sentences, synth_file
 
 N_QUERIES = 200
-WHOLE_ADD_MAX = 100_000  # above this the add phase times the keyword store alone (see phase_add)
 
 _log = logger("scale")
 
@@ -84,7 +83,7 @@ def phase_build(job: dict) -> dict:
 def phase_keyword(job: dict) -> dict:
     """The keyword legs alone: what loading them costs and what they hold in memory after queries."""
     from ..chunk_store import read_docids
-    from ..generations import CHUNKS_DB, current_generation, read_manifest
+    from ..generations import DOCIDS, current_generation, read_manifest
     from ..keyword_index import KeywordIndex
 
     index_dir = Path(job["index"])
@@ -94,7 +93,7 @@ def phase_keyword(job: dict) -> dict:
     t = time.perf_counter()
     gen = current_generation(index_dir)
     manifest = read_manifest(gen)
-    kw = KeywordIndex(index_dir / manifest["keyword"]["dir"], read_docids(gen / CHUNKS_DB))
+    kw = KeywordIndex(index_dir / manifest["keyword"]["dir"], read_docids(gen / DOCIDS))
     load_s = time.perf_counter() - t
     after_load = rss_mb()
     lat = {leg: _leg_latency(kw, leg, qs) for leg in ("jieba", "bigram")}
@@ -135,43 +134,47 @@ def phase_serve(job: dict) -> dict:
         lat["fused"].append((t3 - t2) * 1e3)
         lat["bm25 (both keyword legs)"].append((t4 - t3) * 1e3)
     vp = idx.manifest["vector_index"]
-    gen = idx.path
+    store = Path(settings.index_dir) / idx.manifest["store"]["dir"]
+    segs = sum((store / f).stat().st_size for s in vp.get("segments", []) for f in s.get("files", {}))
     return {"load_s": round(load_s, 3), "rss_mb_index_after_load": round(after_load - base, 1),
             "rss_mb_index_after_queries": round(rss_mb() - base, 1), "rss_mb_process": round(rss_mb(), 1),
             "latency_ms": {k: latency_ms(v) for k, v in lat.items()},
             "vector_index": vp.get("factory", vp.get("kind")),
-            "disk_mb": {"chunks.sqlite (text + fp32 vectors)": round((gen / "chunks.sqlite").stat().st_size / 2**20, 1),
-                        "vector index": round((gen / vp.get("artifact", "vectors.faiss")).stat().st_size / 2**20, 1),
+            "disk_mb": {"chunks.sqlite (text + fp32 vectors)": round((store / "chunks.sqlite").stat().st_size / 2**20, 1),
+                        "vector index": round(segs / 2**20, 1),
                         "keyword store": round(_dir_bytes(idx.bm25.path) / 2**20, 1)}}
 
 
 def phase_add(job: dict) -> dict:
-    """One file of 100 chunks added, then deleted. Up to WHOLE_ADD_MAX chunks through `rag index`;
-    above, only the keyword store's part (what build_index's update_keywords does for that file): a
-    whole incremental build rewrites the generation's chunk store and rebuilds its vector index, which
-    at 1M costs minutes of CPU per run and is measured, per chunk, at 100k."""
+    """One file of 100 chunks added, then changed (one unit appended), then deleted, each through the
+    whole incremental `rag index` (build_index), with its stages' times."""
     from ..corpus import scan_sources
+    from ..generations import current_generation, read_manifest
     from ..index import build_index
 
     a = _assistant(job)
     settings = a.settings
     questions, sents = seed_sentences(Path(job["seed"]))
-    if job["n"] > WHOLE_ADD_MAX:
-        return {"keyword_store_only": keyword_add(settings.index_dir, synth_file(questions, sents, seed=10**9))}
     emb = a.embedder
     extra = settings.corpus_dir / "added-file.md"
-    extra.write_text(synth_file(questions, sents, seed=10**9), encoding="utf-8")
+    text = synth_file(questions, sents, seed=10**9)
     out = {}
     try:
-        for label in ("add", "delete"):
-            if label == "delete":
+        for label in ("add", "change", "delete"):
+            if label == "add":
+                extra.write_text(text, encoding="utf-8")
+            elif label == "change":
+                extra.write_text(text + "\n\n" + synth_file(questions, sents, seed=10**9 + 1).split("\n\n")[0], encoding="utf-8")
+            else:
                 extra.unlink()
             t = time.perf_counter()
             report = build_index(scan_sources([settings.corpus_dir]), settings.index_dir, settings.embedder,
                                  lambda: emb, warn=_log)
+            segs = read_manifest(current_generation(settings.index_dir))["vector_index"].get("segments", [])
             out[label] = {"total_s": round(time.perf_counter() - t, 2),
                           "stages_s": {k: round(v, 2) for k, v in report.timings.items()},
-                          "embedded": report.embedded, "chunks": report.chunks}
+                          "embedded": report.embedded, "chunks": report.chunks,
+                          "vector_segments": [f"{s['role']}:{s['n']}" for s in segs]}
     finally:
         extra.unlink(missing_ok=True)
     return out

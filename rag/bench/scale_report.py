@@ -82,32 +82,54 @@ def _targets(sizes: list) -> list[str]:
 
 
 def _build_stages(sizes: list) -> list[str]:
-    lines = ["", "## Build stages (seconds)", "", "| chunks | read+chunk | embed | keyword store | chunk store + vector "
-             "index + manifest | vector index | peak RSS of the build |", "|---|---|---|---|---|---|---|"]
+    lines = ["", "## Build stages (seconds)", "", "| chunks | read+chunk | embed | chunk store | keyword store | vector "
+             "index | generation | vector index kind | peak RSS of the build |", "|---|---|---|---|---|---|---|---|---|"]
     for label, r in sizes:
         if not r.get("build"):
             continue
         st = _get(r, "build", "build_stages_s") or {}
-        lines.append(f"| {label} | {st.get('read', '—')} | {st.get('embed', '—')} | {st.get('keywords', '—')} | "
-                     f"{st.get('write', '—')} | `{_get(r, 'serve', 'vector_index') or '—'}` | {_get(r, 'build', 'peak_rss_mb')} MB |")
+        lines.append(f"| {label} | {st.get('read', '—')} | {st.get('embed', '—')} | {st.get('chunk_store', '—')} | "
+                     f"{st.get('keywords', '—')} | {st.get('vectors', '—')} | {st.get('write', '—')} | "
+                     f"`{_get(r, 'serve', 'vector_index') or '—'}` | {_get(r, 'build', 'peak_rss_mb')} MB |")
     return lines
 
 
+def _stages(d: dict | None) -> str:
+    st = (d or {}).get("stages_s", {})
+    return " / ".join(str(st.get(k, "—")) for k in ("read", "embed", "chunk_store", "keywords", "vectors", "write"))
+
+
 def _incremental(sizes: list) -> list[str]:
-    lines = ["", "## Incremental `rag index` (one file of 100 chunks added, then deleted)", "",
-             "| chunks | add: total | keyword store | embed | rewrite chunk store + vector index | delete: total | keyword store |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["", "## Incremental `rag index` (one file of 100 chunks added, changed, deleted)", "",
+             "Stages: read+chunk / embed / chunk store / keyword store / vectors / generation (seconds; the "
+             "read stage includes hashing every source file).", "",
+             "| chunks | run | add: total | add: stages | change: total | delete: total | delete: stages | vector segments after |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, r in sizes:
         a = r.get("add", {})
-        if not a:
-            continue
-        if "add" not in a:
-            lines.append(f"| {label} | — | {_kw_add(a)} s (delete {_get(a, 'keyword_store_only', 'delete_s')} s) "
-                         "| — | — | — | — |")
-            continue
-        lines.append(f"| {label} | {_get(a, 'add', 'total_s')} s | {_get(a, 'add', 'stages_s', 'keywords')} s | "
-                     f"{_get(a, 'add', 'stages_s', 'embed')} s | {_get(a, 'add', 'stages_s', 'write')} s | "
-                     f"{_get(a, 'delete', 'total_s')} s | {_get(a, 'delete', 'stages_s', 'keywords')} s |")
+        if a and "add" in a:
+            segs = ", ".join(_get(a, "delete", "vector_segments") or []) or "—"
+            lines.append(f"| {label} | shared stores ({r.get('add_run', 'this run')}) | **{_get(a, 'add', 'total_s')} s** | "
+                         f"{_stages(a.get('add'))} | {_get(a, 'change', 'total_s') or '—'} s | "
+                         f"{_get(a, 'delete', 'total_s')} s | {_stages(a.get('delete'))} | {segs} |")
+        old = r.get("add_previous")
+        if old and "add" in old:
+            st, dst = old["add"].get("stages_s", {}), old["delete"].get("stages_s", {})
+            lines.append(f"| {label} | per-generation rewrite ({old.get('run', 'earlier run')}) | {_get(old, 'add', 'total_s')} s | "
+                         f"{st.get('read', '—')} / {st.get('embed', '—')} / rewrite of chunk store + vector index "
+                         f"{st.get('write', '—')} / keyword {st.get('keywords', '—')} | — | {_get(old, 'delete', 'total_s')} s | "
+                         f"keyword {dst.get('keywords', '—')} / rewrite {dst.get('write', '—')} | — |")
+        elif old and "keyword_store_only" in old:
+            lines.append(f"| {label} | keyword store only ({old.get('run', 'earlier run')}) | — | keyword {_kw_add(old)} s | — | — | "
+                         f"keyword {_get(old, 'keyword_store_only', 'delete_s')} s | — |")
+    steps = [(label, r["add_steps"]) for label, r in sizes if r.get("add_steps")]
+    if steps:
+        lines += ["", "### The steps of one incremental add at scale (`python -m rag.bench.scale_phases add_steps`)", "",
+                  "| rows in the store | " + " | ".join(steps[0][1]["steps_s"]) + " | sum |",
+                  "|---|" + "---|" * (len(steps[0][1]["steps_s"]) + 1)]
+        for label, st in steps:
+            v = st["steps_s"]
+            lines.append(f"| {st['rows']:,} | " + " | ".join(str(x) for x in v.values()) + f" | **{round(sum(v.values()), 2)} s** |")
     return lines
 
 
