@@ -5,6 +5,7 @@ JSON`) so that the RSS measured after loading is the loaded index's, not the bui
   serve    load the whole index as `rag ask` does and run every leg and the fused search
   add      incremental `rag index` with one new file of 100 units, then changed, then deleted again
   one_leg  the keyword store alone, one leg (run by hand: see phase_one_leg)
+  add_at_scale  the add phase against assembled stores of n rows (run by hand: see phase_add_at_scale)
 A phase's parameters are one JSON object: n (chunks), seed (the seed notes), corpus, index (directories),
 embedder (a spec; RAG_EMBEDDER or the default when absent), and leg for one_leg. Its result is the last line on stdout.
 """
@@ -180,6 +181,79 @@ def phase_add(job: dict) -> dict:
     return out
 
 
+def phase_add_at_scale(job: dict) -> dict:
+    """The incremental `rag index` of phase_add against stores of job["n"] rows assembled directly,
+    for sizes whose full build does not fit the time at hand (at 1M the keyword legs' tokenization
+    alone is ~25 CPU-minutes). Real: the corpus files (hashed by every build), the shared chunk store
+    (n rows of seed-sentence text and random unit vectors, as large as the real one), the vector
+    base of the kind `auto` picks for n (IVF-SQ8 at 1M), the generation and its docid list. Not
+    real: the keyword store holds no documents for those rows, so its part of the add is that of a
+    small store; the keyword store's add at 1M is measured by one_leg (0.09 s / 0.15 s per leg).
+    The product's own functions assemble it (write_rows, update_vectors, write_generation), then
+    build_index adds, changes and deletes one file as in phase_add."""
+    import hashlib
+
+    import numpy as np
+
+    from ..chunking import Chunk, ChunkerSettings
+    from ..corpus import scan_sources
+    from ..generations import (DEFAULT_VECTOR_REQUEST, FORMAT_VERSION, new_store, update_vectors, write_generation,
+                               write_lock)
+    from ..chunk_store import STORE_DB, write_rows
+    from ..keyword_index import KeywordWriter
+    from ..keyword_index import fingerprint as keyword_fingerprint
+
+    a = _assistant(job)
+    emb = a.embedder
+    n, corpus, index_dir = job["n"], Path(job["corpus"]), Path(job["index"])
+    t = time.perf_counter()
+    make_corpus(corpus, Path(job["seed"]), n)
+    sources = sorted(scan_sources([corpus]), key=lambda s: s.source)
+    questions, sents = seed_sentences(Path(job["seed"]))
+    shutil.rmtree(index_dir, ignore_errors=True)
+    rng = np.random.default_rng(0)
+    per_file = -(-n // len(sources))
+    timings = {"corpus_s": round(time.perf_counter() - t, 1)}
+    with write_lock(index_dir):
+        t = time.perf_counter()
+        store = new_store(index_dir)
+        files, docid = {}, 0
+        for b in range(0, len(sources), 500):
+            rows = []
+            for sf in sources[b:b + 500]:
+                data = sf.path.read_bytes()
+                sha = hashlib.sha256(data).hexdigest()
+                k = min(per_file, n - docid - len(rows))
+                for j in range(k):
+                    text = "".join(sents[(docid + len(rows) * 7 + i) % len(sents)] for i in range(3))
+                    rows.append(Chunk(f"{sf.source}#{j}", sf.source, questions[j % len(questions)], text, 0, len(text), 1, sha))
+                files[sf.source] = {"sha256": sha, "chunks": k, "encoding": "utf-8", "bytes": len(data),
+                                    "indexed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            v = rng.standard_normal((len(rows), emb.dim)).astype(np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            write_rows(index_dir / store / STORE_DB, np.arange(docid, docid + len(rows)), rows, v)
+            docid += len(rows)
+        timings["chunk_store_s"] = round(time.perf_counter() - t, 1)
+        docids = np.arange(docid, dtype=np.int64)
+        kw = index_dir / "keyword-assembled"
+        w = KeywordWriter(kw, create=True)
+        w.commit()
+        t = time.perf_counter()
+        request = dict(DEFAULT_VECTOR_REQUEST)
+        vi = update_vectors(index_dir / store, None, request, emb.dim, docids, docids, None)
+        timings["vector_base_s"] = round(time.perf_counter() - t, 1)
+        manifest = {"format_version": FORMAT_VERSION, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "embedder": {"id": a.settings.embedder, "dim": emb.dim, "fingerprint": getattr(emb, "fingerprint", "")},
+                    "chunker": ChunkerSettings().to_dict(), "files": files, "skipped": [],
+                    "store": {"dir": store, "next_docid": docid, "removed": []},
+                    "keyword": {"dir": kw.name, "fingerprint": keyword_fingerprint(), "next_docid": docid, "removed": []}}
+        write_generation(index_dir, manifest, docids, request, vi)
+    out = {"rows": docid, "files": len(sources), "assembly": timings,
+           "vector_index": vi.get("factory", vi["kind"]), "store_mb": round(_dir_bytes(index_dir / store) / 2**20, 1)}
+    out.update(phase_add(job))
+    return out
+
+
 def keyword_add(index_dir: Path, text: str) -> dict:
     """Add one file's chunks to the live keyword store and delete them again, as update_keywords does
     (the same KeywordWriter calls and commits; the documents get docids past the live next_docid, so
@@ -250,7 +324,7 @@ def phase_one_leg(job: dict) -> dict:
 
 
 PHASES = {"build": phase_build, "keyword": phase_keyword, "serve": phase_serve, "add": phase_add,
-          "one_leg": phase_one_leg}
+          "one_leg": phase_one_leg, "add_at_scale": phase_add_at_scale}
 
 
 def run_phase(name: str, job: dict) -> dict:
