@@ -248,7 +248,7 @@ def phase_add_at_scale(job: dict) -> dict:
                     "store": {"dir": store, "next_docid": docid, "removed": []},
                     "keyword": {"dir": kw.name, "fingerprint": keyword_fingerprint(), "next_docid": docid, "removed": []}}
         write_generation(index_dir, manifest, docids, request, vi)
-    out = {"rows": docid, "files": len(sources), "assembly": timings,
+    out = {"rows": docid, "files": len(sources), "assembly": timings, "load_avg_before_add": round(os.getloadavg()[0], 2),
            "vector_index": vi.get("factory", vi["kind"]), "store_mb": round(_dir_bytes(index_dir / store) / 2**20, 1)}
     out.update(phase_add(job))
     return out

@@ -122,14 +122,17 @@ def _incremental(sizes: list) -> list[str]:
         elif old and "keyword_store_only" in old:
             lines.append(f"| {label} | keyword store only ({old.get('run', 'earlier run')}) | — | keyword {_kw_add(old)} s | — | — | "
                          f"keyword {_get(old, 'keyword_store_only', 'delete_s')} s | — |")
-    steps = [(label, r["add_steps"]) for label, r in sizes if r.get("add_steps")]
-    if steps:
-        lines += ["", "### The steps of one incremental add at scale (`python -m rag.bench.scale_phases add_steps`)", "",
-                  "| rows in the store | " + " | ".join(steps[0][1]["steps_s"]) + " | sum |",
-                  "|---|" + "---|" * (len(steps[0][1]["steps_s"]) + 1)]
-        for label, st in steps:
-            v = st["steps_s"]
-            lines.append(f"| {st['rows']:,} | " + " | ".join(str(x) for x in v.values()) + f" | **{round(sum(v.values()), 2)} s** |")
+    scaled = [(label, r["add_at_scale"]) for label, r in sizes if r.get("add_at_scale")]
+    if scaled:
+        lines += ["", "### Against stores assembled at that size (`RAG_SCALE_PHASES=add_at_scale rag bench scale`)", "",
+                  "Real corpus files, chunk store, vector base and generation; the keyword store has no documents for "
+                  "the assembled rows (its add at 1M: the one-leg table below).", "",
+                  "| rows | vector base | chunk store on disk | add: total | add: stages | change: total | delete: total | "
+                  "delete: stages | vector segments after |", "|---|---|---|---|---|---|---|---|---|"]
+        for label, a in scaled:
+            lines.append(f"| {a['rows']:,} | `{a['vector_index']}` | {a['store_mb']} MB | **{_get(a, 'add', 'total_s')} s** | "
+                         f"{_stages(a.get('add'))} | {_get(a, 'change', 'total_s')} s | {_get(a, 'delete', 'total_s')} s | "
+                         f"{_stages(a.get('delete'))} | {', '.join(_get(a, 'delete', 'vector_segments') or [])} |")
     return lines
 
 
