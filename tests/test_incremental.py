@@ -235,3 +235,57 @@ def test_a_missing_or_damaged_segment_is_a_typed_error_and_the_next_build_rebuil
     (index_dir / m["store"]["dir"] / STORE_DB).unlink()
     with pytest.raises(IndexCorrupt, match="chunks.sqlite is missing"):
         load_index(index_dir)
+
+
+@pytest.mark.slow  # the packaged embedder (~10 s to load) over the 189-chunk corpus, indexed three times
+def test_real_embedder_incremental_equals_rebuild_on_the_corpus(tmp_path):
+    import shutil
+
+    from conftest import ROOT
+    from rag.assistant import Assistant
+    from rag.config import Settings
+
+    shutil.copytree(ROOT / "corpus", tmp_path / "corpus")
+    held = sorted((tmp_path / "corpus").iterdir())[-1]
+    text = held.read_bytes()
+    held.unlink()
+    a = Assistant(Settings.from_env(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "idx"))
+    a.build()
+    held.write_bytes(text)
+    report = a.build()  # the held-back file, added incrementally
+    assert report.added == [held.name]
+    assert 0 < report.embedded <= load_index(tmp_path / "idx").manifest["files"][held.name]["chunks"]
+    fresh = a.derive(index_dir=tmp_path / "fresh")
+    fresh.build()
+    for q in ["一千万个人脸向量怎么快速找到新的人脸？", "BN 有什么作用", "为什么要用 1x1 卷积", "学习率太大会怎样"]:
+        got, want = a.search(q, k=5), fresh.search(q, k=5)
+        assert [h.chunk.id for h in got.hits] == [h.chunk.id for h in want.hits]
+        assert [round(h.dense or 0, 5) for h in got.hits] == [round(h.dense or 0, 5) for h in want.hits]
+        assert got.covered == want.covered
+
+
+def test_unchanged_files_are_known_by_size_and_mtime_and_recent_ones_are_hashed(corpus, tmp_path, monkeypatch):
+    import os
+
+    index_dir = tmp_path / "idx"
+    for f in corpus.iterdir():  # written "long ago": their size and mtime are recorded
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns - 10 * 10**9))
+    build(corpus, index_dir)
+    files = load_index(index_dir).manifest["files"]
+    assert all(e["mtime_ns"] for e in files.values())
+    hashed = []
+    real = index_mod.file_sha256
+    monkeypatch.setattr(index_mod, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    (corpus / "topic9.md").write_text(topic_file(9), encoding="utf-8")
+    report = build(corpus, index_dir)
+    assert hashed == ["topic9.md"] and report.added == ["topic9.md"]  # the others were not read
+    assert load_index(index_dir).manifest["files"]["topic9.md"]["mtime_ns"] is None  # just written: not trusted
+    # a same-size rewrite is found: by its new mtime, or, for a file too recent to trust, by its hash
+    for name in ("topic1.md", "topic9.md"):
+        p = corpus / name
+        st = p.stat()
+        p.write_text(p.read_text(encoding="utf-8").replace("回答", "答复"), encoding="utf-8")
+        assert p.stat().st_size == st.st_size
+        if name == "topic9.md":
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert build(corpus, index_dir).changed == [name]

@@ -151,13 +151,13 @@ def _one_leg(sizes: list) -> list[str]:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Latency (left) and memory/disk (right) against corpus size, log-log."""
+    """Latency, memory/disk and the time to add one file against corpus size, log-log."""
     import numpy as np
 
     sizes = sorted(report["sizes"].values(), key=lambda r: r["n_target"])
     n = [_get(r, "build", "chunks") or r["n_target"] for r in sizes]
-    fig, axes = figure(2, (11, 4.2))
-    ax1, ax2 = axes[0]
+    fig, axes = figure(3, (16, 4.2))
+    ax1, ax2, ax3 = axes[0]
     for key, label, src in (("fused", "fused (hybrid, k=5)", "serve"), ("jieba", "jieba-word BM25", "keyword"),
                             ("bigram", "bigram BM25", "keyword"), ("dense", "dense search (no embedding)", "serve")):
         for q, style in (("p50", "-o"), ("p95", ":x")):
@@ -188,4 +188,17 @@ def plot(report: dict, path: Path) -> None:
     ax2.axhline(TARGETS["keyword_rss_mb"], color="grey", lw=0.8, ls="--")
     ax2.set(xscale="log", yscale="log", xlabel="chunks", ylabel="MB", title="memory and disk")
     ax2.legend(fontsize=7)
+    for keys, style, label in ((("add_previous", "add", "total_s"), "-x", "per-generation rewrite (earlier run)"),
+                               (("add", "add", "total_s"), "-o", "shared stores, wall"),
+                               (("add", "add", "cpu_s"), ":o", "shared stores, CPU"),
+                               (("add_at_scale", "add", "total_s"), "s", "shared stores, assembled stores, wall"),
+                               (("add_at_scale", "add", "cpu_s"), "D", "shared stores, assembled stores, CPU")):
+        pts = [(x, _get(r, *keys)) for x, r in zip(n, sizes) if _get(r, *keys)]
+        if keys[0] == "add_at_scale":
+            pts = [(r["add_at_scale"]["rows"], _get(r, *keys)) for r in sizes if _get(r, *keys)]
+        if pts:
+            ax3.plot(*zip(*pts), style, label=label)
+    ax3.axhline(TARGETS["add_file_s"], color="grey", lw=0.8, ls="--")
+    ax3.set(xscale="log", yscale="log", xlabel="chunks", ylabel="s", title="`rag index` after adding one file")
+    ax3.legend(fontsize=7)
     save_figure(fig, path)
