@@ -203,6 +203,7 @@ def phase_add_at_scale(job: dict) -> dict:
     from ..generations import (DEFAULT_VECTOR_REQUEST, FORMAT_VERSION, new_store, update_vectors, write_generation,
                                write_lock)
     from ..chunk_store import STORE_DB, write_rows
+    from ..index import STAT_TRUST_NS
     from ..keyword_index import KeywordWriter
     from ..keyword_index import fingerprint as keyword_fingerprint
 
@@ -224,13 +225,14 @@ def phase_add_at_scale(job: dict) -> dict:
         for b in range(0, len(sources), 500):
             rows = []
             for sf in sources[b:b + 500]:
-                data = sf.path.read_bytes()
+                data, st = sf.path.read_bytes(), sf.path.stat()
                 sha = hashlib.sha256(data).hexdigest()
                 k = min(per_file, n - docid - len(rows))
                 for j in range(k):
                     text = "".join(sents[(docid + len(rows) * 7 + i) % len(sents)] for i in range(3))
                     rows.append(Chunk(f"{sf.source}#{j}", sf.source, questions[j % len(questions)], text, 0, len(text), 1, sha))
                 files[sf.source] = {"sha256": sha, "chunks": k, "encoding": "utf-8", "bytes": len(data),
+                                    "mtime_ns": st.st_mtime_ns if time.time_ns() - st.st_mtime_ns > STAT_TRUST_NS else None,
                                     "indexed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
             v = rng.standard_normal((len(rows), emb.dim)).astype(np.float32)
             v /= np.linalg.norm(v, axis=1, keepdims=True)
