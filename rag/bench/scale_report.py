@@ -172,7 +172,7 @@ def plot(report: dict, path: Path) -> None:
             ax1.plot([x], [l["p50"]], style, color="black", label=f"{leg} leg alone p50")
             ax1.plot([x], [l["p95"]], style, color="grey", label=f"{leg} leg alone p95")
     ax1.axhline(TARGETS["fused_p50_ms"], color="grey", lw=0.8, ls="--")
-    ax1.set(xscale="log", yscale="log", xlabel="chunks", ylabel="ms per query", title="query latency")
+    ax1.set(xlabel="chunks", ylabel="ms per query", title="query latency")
     ax1.legend(fontsize=7)
     for key, label, src in (("keyword_rss_mb_after_queries", "keyword legs RSS", "keyword"),
                             ("rss_mb_index_after_queries", "whole index RSS", "serve")):
@@ -186,7 +186,7 @@ def plot(report: dict, path: Path) -> None:
                 ax2.plot([o["documents"]], [o["rss_mb_after_queries"]], "^", label=f"{o['leg']} leg alone RSS")
                 ax2.plot([o["documents"]], [o["disk_mb"]], "s", mfc="none", label=f"{o['leg']} leg alone on disk")
     ax2.axhline(TARGETS["keyword_rss_mb"], color="grey", lw=0.8, ls="--")
-    ax2.set(xscale="log", yscale="log", xlabel="chunks", ylabel="MB", title="memory and disk")
+    ax2.set(xlabel="chunks", ylabel="MB", title="memory and disk")
     ax2.legend(fontsize=7)
     for keys, style, label in ((("add_previous", "add", "total_s"), "-x", "per-generation rewrite (earlier run)"),
                                (("add", "add", "total_s"), "-o", "shared stores, wall"),
@@ -199,6 +199,10 @@ def plot(report: dict, path: Path) -> None:
         if pts:
             ax3.plot(*zip(*pts), style, label=label)
     ax3.axhline(TARGETS["add_file_s"], color="grey", lw=0.8, ls="--")
-    ax3.set(xscale="log", yscale="log", xlabel="chunks", ylabel="s", title="`rag index` after adding one file")
+    ax3.set(xlabel="chunks", ylabel="s", title="`rag index` after adding one file")
+    for ax in (ax1, ax2, ax3):  # log-log where there is data (a run of one phase may leave a panel empty)
+        data = [line for line in ax.lines if not line.get_label().startswith("_")]  # (not the target lines)
+        if any(np.nanmax(np.asarray(line.get_ydata(), float), initial=0) > 0 for line in data):
+            ax.set(xscale="log", yscale="log")
     ax3.legend(fontsize=7)
     save_figure(fig, path)
