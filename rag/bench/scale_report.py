@@ -96,6 +96,15 @@ def _build_stages(sizes: list) -> list[str]:
     return lines
 
 
+def _total(d: dict | None) -> str:
+    d = d or {}
+    if d.get("total_s") is None:
+        return "—"
+    extra = ", ".join(x for x in (f"CPU {d['cpu_s']} s" if "cpu_s" in d else "",
+                                   f"load {d['load_avg']}" if "load_avg" in d else "") if x)
+    return f"**{d['total_s']} s**" + (f" ({extra})" if extra else "")
+
+
 def _stages(d: dict | None) -> str:
     st = (d or {}).get("stages_s", {})
     return " / ".join(str(st.get(k, "—")) for k in ("read", "embed", "chunk_store", "keywords", "vectors", "write"))
@@ -103,17 +112,19 @@ def _stages(d: dict | None) -> str:
 
 def _incremental(sizes: list) -> list[str]:
     lines = ["", "## Incremental `rag index` (one file of 100 chunks added, changed, deleted)", "",
-             "Stages: read+chunk / embed / chunk store / keyword store / vectors / generation (seconds; the "
-             "read stage includes hashing every source file).", "",
+             "Wall time (CPU time of the process, load average). Stages: read+chunk / embed / chunk store / keyword "
+             "store / vectors / generation, seconds; read includes checking every source file (stat, and a hash "
+             "when its size or mtime changed) and, in the first step of a process, importing the text splitter; "
+             "the keyword store stage includes loading jieba's dictionary there.", "",
              "| chunks | run | add: total | add: stages | change: total | delete: total | delete: stages | vector segments after |",
              "|---|---|---|---|---|---|---|---|"]
     for label, r in sizes:
         a = r.get("add", {})
         if a and "add" in a:
             segs = ", ".join(_get(a, "delete", "vector_segments") or []) or "—"
-            lines.append(f"| {label} | shared stores ({r.get('add_run', 'this run')}) | **{_get(a, 'add', 'total_s')} s** | "
-                         f"{_stages(a.get('add'))} | {_get(a, 'change', 'total_s') or '—'} s | "
-                         f"{_get(a, 'delete', 'total_s')} s | {_stages(a.get('delete'))} | {segs} |")
+            lines.append(f"| {label} | shared stores ({r.get('add_run', 'this run')}) | {_total(a.get('add'))} | "
+                         f"{_stages(a.get('add'))} | {_total(a.get('change'))} | "
+                         f"{_total(a.get('delete'))} | {_stages(a.get('delete'))} | {segs} |")
         old = r.get("add_previous")
         if old and "add" in old:
             st, dst = old["add"].get("stages_s", {}), old["delete"].get("stages_s", {})
@@ -132,8 +143,8 @@ def _incremental(sizes: list) -> list[str]:
                   "| rows | vector base | chunk store on disk | add: total | add: stages | change: total | delete: total | "
                   "delete: stages | vector segments after |", "|---|---|---|---|---|---|---|---|---|"]
         for label, a in scaled:
-            lines.append(f"| {a['rows']:,} | `{a['vector_index']}` | {a['store_mb']} MB | **{_get(a, 'add', 'total_s')} s** | "
-                         f"{_stages(a.get('add'))} | {_get(a, 'change', 'total_s')} s | {_get(a, 'delete', 'total_s')} s | "
+            lines.append(f"| {a['rows']:,} | `{a['vector_index']}` | {a['store_mb']} MB | {_total(a.get('add'))} | "
+                         f"{_stages(a.get('add'))} | {_total(a.get('change'))} | {_total(a.get('delete'))} | "
                          f"{_stages(a.get('delete'))} | {', '.join(_get(a, 'delete', 'vector_segments') or [])} |")
     return lines
 
