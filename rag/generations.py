@@ -18,8 +18,9 @@ deletes; segment files no generation names are removed by cleanup.
 
 What a reader holding an older generation sees: rows and documents are deleted only when no kept
 generation (the live one and its predecessor) shows them, so a reader that loaded generation G gets
-exactly G's results until the second build after G completes; after that, a chunk G had and the new
-generations removed raises IndexCorrupt ("reload"), and rag.assistant reloads whenever CURRENT changes.
+exactly G's results while G is live and through the next build; the build after that (the second
+after G) deletes, when it starts writing, the rows only G and older generations showed. Reading such
+a row then raises IndexCorrupt ("reload"); rag.assistant reloads whenever CURRENT changes.
 A store built with other analyzers, other chunker settings or embedder, or `--rebuild`, is replaced by
 a new directory. What goes into a generation (scanning, chunking, embedding) is rag.index's job.
 """
