@@ -21,8 +21,8 @@ generation (the live one and its predecessor) shows them, so a reader that loade
 exactly G's results while G is live and through the next build; the build after that (the second
 after G) deletes, when it starts writing, the rows only G and older generations showed. Reading such
 a row then raises IndexCorrupt ("reload"); rag.assistant reloads whenever CURRENT changes.
-A store built with other analyzers, other chunker settings or embedder, or `--rebuild`, is replaced by
-a new directory. What goes into a generation (scanning, chunking, embedding) is rag.index's job.
+A keyword store built with other analyzers is replaced by a new directory, and so is every store on
+`--rebuild`, another embedder (which requires it) or a damaged live generation. What goes into a generation (scanning, chunking, embedding) is rag.index's job.
 """
 
 from __future__ import annotations
