@@ -4,9 +4,10 @@ Which kind for how many vectors, and its parameters, are rag.index_sizing's rule
 guidelines); this module turns them into FAISS indexes and hands store="milvus" to rag.milvus_store.
 
 Deletes: HNSW graphs cannot remove vectors (faiss raises on remove_ids) and IVF lists can. We never
-edit an index in place: each generation (rag.generations) is written from the vectors stored in SQLite,
-so every kind is rebuilt (retrained if it needs training) per generation; its cost is the build time
-in the benchmark report (seconds for 100k vectors, minutes for millions).
+edit an index in place: an index built here is saved once as a segment of the shared store
+(rag.vector_segments); later builds add small flat segments and drop removed rows at query time, and
+a compaction builds (retrains) a new base from the vectors stored in SQLite; its cost is the build
+time in the benchmark report (seconds for 100k vectors, minutes for millions).
 
 Scores are inner products of L2-normalised vectors (cosines): exact for flat/hnsw/ivf-flat and for
 refined PQ (exact re-ranking), approximate for SQ8 and un-refined PQ.

@@ -46,6 +46,22 @@ def entries(index_dir: Path) -> set[str]:
     return {p.name for p in index_dir.iterdir() if p.name != ".lock"}
 
 
+def artifact(index_dir: Path, target: str) -> Path:
+    """Where a generation's data lives: its own docids.npy, or the shared store's chunk table and
+    base vector segment."""
+    import json
+
+    gen = current_generation(index_dir)
+    if target == "docids.npy":
+        return gen / target
+    m = json.loads((gen / "manifest.json").read_text())
+    store = index_dir / m["store"]["dir"]
+    if target == "chunks.sqlite":
+        return store / target
+    base = next(s for s in m["vector_index"]["segments"] if s["role"] == "base")
+    return store / f"{base['name']}.faiss"
+
+
 def start_child(corpus, index_dir, *extra) -> subprocess.Popen:
     p = subprocess.Popen(killloop.child_cmd(corpus, index_dir, *extra), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -74,11 +90,13 @@ def test_F1_kill_loop_reduced(tmp_path):
     assert stats["tmp_left_after_next_build"] == 0
 
 
-# A build's filesystem steps: fsync x2 artifacts, fsync manifest, fsync tmp dir, rename, fsync index
-# dir, fsync CURRENT.tmp, replace CURRENT, fsync index dir. (The keyword store's tantivy commit comes
-# before them and syncs in Rust; the time-based kills of test_F1 and eval/killloop.py cover it.)
-@pytest.mark.parametrize("step,swapped", [(1, False), (5, False), (6, False), (8, False), (9, True)],
-                         ids=["first-fsync", "before-rename", "after-rename", "before-swap", "after-swap"])
+# An incremental build's filesystem steps: the vector segment (fsync + rename of its .faiss and its
+# .ids.npy, fsync of the store directory), then the generation: fsync docids.npy, fsync manifest, fsync
+# tmp dir, rename, fsync index dir, fsync CURRENT.tmp, replace CURRENT, fsync index dir. (The chunk
+# store's SQLite commit and the keyword store's tantivy commit come before them and sync in C / Rust;
+# the time-based kills of test_F1 and eval/killloop.py cover them.)
+@pytest.mark.parametrize("step,swapped", [(1, False), (4, False), (9, False), (10, False), (12, False), (13, True)],
+                         ids=["first-fsync", "mid-segment", "before-rename", "after-rename", "before-swap", "after-swap"])
 def test_F2_kill_at_each_write_step_serves_a_complete_generation(built, step, swapped):
     corpus, index_dir = built
     before = live(index_dir)
@@ -108,7 +126,7 @@ def test_F3_disk_full_in_a_child_with_rlimit_fsize(built):
     assert build(corpus, index_dir).added == ["new.md"]
 
 
-@pytest.mark.parametrize("k", range(1, 7))  # the 7 fsyncs of a build; the 7th comes after the swap
+@pytest.mark.parametrize("k", range(1, 9))  # the 9 fsyncs of an incremental build; the 9th comes after the swap
 def test_F3_disk_full_at_any_write_step_is_clean(built, monkeypatch, k):
     corpus, index_dir = built
     before, listing = live(index_dir), entries(index_dir)
@@ -127,13 +145,13 @@ def test_F3_disk_full_at_any_write_step_is_clean(built, monkeypatch, k):
 
 
 @pytest.mark.parametrize("where,error", [
-    ("write_chunks", sqlite3.OperationalError("database or disk is full")),
-    ("write_chunks", sqlite3.OperationalError("disk I/O error")),
+    ("write_rows", sqlite3.OperationalError("database or disk is full")),
+    ("write_rows", sqlite3.OperationalError("disk I/O error")),
     ("faiss", RuntimeError("Error in faiss::write_index: write error in vectors.faiss: 100 != 2048 (No space left on device)")),
     ("bm25", OSError(errno.EFBIG, "File too large")),
 ], ids=["sqlite-full", "sqlite-ioerr", "faiss", "bm25-efbig"])
 def test_F3_library_disk_full_errors_become_disk_full(built, monkeypatch, where, error):
-    from rag import generations
+    from rag import index as index_mod
     from rag.keyword_index import KeywordWriter
 
     corpus, index_dir = built
@@ -142,8 +160,8 @@ def test_F3_library_disk_full_errors_become_disk_full(built, monkeypatch, where,
     def fail(*a, **k):
         raise error
 
-    if where == "write_chunks":
-        monkeypatch.setattr(generations, "write_chunks", fail)
+    if where == "write_rows":
+        monkeypatch.setattr(index_mod, "write_rows", fail)
     elif where == "faiss":
         import faiss
 
@@ -172,25 +190,36 @@ def _damage(path: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncate-1", "flip", "zero-length", "random"])
-@pytest.mark.parametrize("target", ["vectors.faiss", "chunks.sqlite"])
+@pytest.mark.parametrize("target", ["vector segment", "docids.npy"])
 def test_F4_F5_damaged_artifact_is_refused_by_checksum_with_a_clear_message(built, target, how):
     corpus, index_dir = built
-    _damage(current_generation(index_dir) / target, how)
-    with pytest.raises(IndexCorrupt, match=rf"{target} fails its checksum .*rag index --rebuild"):
+    path = artifact(index_dir, target)
+    _damage(path, how)
+    with pytest.raises(IndexCorrupt, match=rf"{path.name} fails its checksum .*rag index --rebuild"):
         load_index(index_dir, "fake")
+
+
+@pytest.mark.parametrize("how", ["truncate-1", "flip", "zero-length", "random"])
+def test_F4_F5_damaged_chunk_store_is_a_clear_error_on_load_or_read(built, how):
+    """The shared chunk table changes with every build, so it has no file checksum: SQLite refuses a
+    damaged file, the generation's newest row must be there, and every row read is checked (crc)."""
+    corpus, index_dir = built
+    _damage(artifact(index_dir, "chunks.sqlite"), how)
+    with pytest.raises(IndexCorrupt, match=r"chunks.sqlite.*(checksum|malformed|not a database|no such table|truncated|lacks|missing).*rag index --rebuild"):
+        list(load_index(index_dir, "fake").chunks)
 
 
 def test_F4_cli_reports_corruption_in_one_line_and_the_next_index_run_repairs_it(built, settings, monkeypatch, capsys):
     from rag import cli
 
     corpus, index_dir = built
-    _damage(current_generation(index_dir) / "vectors.faiss", "truncate-1")
+    _damage(artifact(index_dir, "vector segment"), "truncate-1")
     s = replace(settings, **{"index_dir": index_dir})
     monkeypatch.setenv("RAG_INDEX_DIR", str(index_dir))
     flags = ["--corpus", str(s.corpus_dir), "--embedder", "fake", "--generator", "fake"]
     assert cli.main(["search", "感受野", *flags]) == IndexCorrupt.exit_code
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "vectors.faiss fails its checksum" in err and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and ".faiss fails its checksum" in err and len(err.splitlines()) == 1
     assert cli.main(["index", *flags]) == 0  # rebuilds from scratch (warned), no crash loop
     assert "rebuilding from scratch" in capsys.readouterr().err
     assert cli.main(["search", "感受野", "--json", *flags]) == 0
@@ -203,10 +232,10 @@ def test_F5_chunk_store_and_vectors_from_different_builds_are_never_served_toget
     gen_a = current_generation(index_dir)
     build(corpus, index_dir)  # gen B has one more document
     gen_b = current_generation(index_dir)
-    shutil.copy(gen_a / "chunks.sqlite", gen_b / "chunks.sqlite")
+    shutil.copy(gen_a / "docids.npy", gen_b / "docids.npy")
     m = json.loads((gen_b / "manifest.json").read_text())
-    data = (gen_b / "chunks.sqlite").read_bytes()  # forge the checksum too: the count check still holds
-    m["artifacts"]["chunks.sqlite"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    data = (gen_b / "docids.npy").read_bytes()  # forge the checksum too: the count check still holds
+    m["artifacts"]["docids.npy"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     (gen_b / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(IndexCorrupt, match="disagree on the chunk count"):
         load_index(index_dir)
@@ -429,7 +458,10 @@ def test_F15_fsync_ordering(built, monkeypatch):
     def at(entry) -> int:
         return log.index(entry)
 
-    data = [at(("fsync", tmp / name)) for name in ("chunks.sqlite", "vectors.faiss")]
+    m = load_index(index_dir).manifest
+    store = index_dir / m["store"]["dir"]
+    data = [at(("fsync", store / f"{s['name']}{ext}.tmp")) for s in m["vector_index"]["segments"] if s["role"] == "delta"
+            for ext in (".faiss", ".ids.npy")] + [at(("fsync", store)), at(("fsync", tmp / "docids.npy"))]
     manifest, tmp_dir = at(("fsync", tmp / "manifest.json")), at(("fsync", tmp))
     rename = at(("rename", tmp, final))
     dir_after_rename = log.index(("fsync", index_dir), rename)

@@ -9,6 +9,18 @@ from rag.corpus import scan_sources
 from rag.index import build_index, load_index
 
 
+def artifact(index_dir, target):
+    """A generation's own docids.npy, or its base vector segment in the shared store."""
+    import json
+
+    gen = index_dir / (index_dir / CURRENT).read_text().strip()
+    if target == "docids.npy":
+        return gen / target
+    m = json.loads((gen / "manifest.json").read_text())
+    base = next(s for s in m["vector_index"]["segments"] if s["role"] == "base")
+    return index_dir / m["store"]["dir"] / f"{base['name']}.faiss"
+
+
 def build(corpus, index_dir, emb=None, **kw):
     emb = emb or FakeEmbedder()
     return build_index(scan_sources([corpus]), index_dir, emb.model_id, lambda: emb, **kw), emb
@@ -74,13 +86,13 @@ def test_missing_index(tmp_path):
         load_index(tmp_path / "nothing")
 
 
-@pytest.mark.parametrize("target", ["vectors.faiss", "chunks.sqlite"])
+@pytest.mark.parametrize("target", ["vector segment", "docids.npy"])
 def test_corruption_is_detected(corpus, tmp_path, target):
     build(corpus, tmp_path / "idx")
-    gen = tmp_path / "idx" / (tmp_path / "idx" / CURRENT).read_text().strip()
-    data = bytearray((gen / target).read_bytes())
+    p = artifact(tmp_path / "idx", target)
+    data = bytearray(p.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (gen / target).write_bytes(bytes(data))
+    p.write_bytes(bytes(data))
     with pytest.raises(IndexCorrupt, match="checksum"):
         load_index(tmp_path / "idx")
 
@@ -124,7 +136,7 @@ def test_failed_build_leaves_previous_generation(corpus, tmp_path):
 def test_disk_full_is_clean(corpus, tmp_path, monkeypatch):
     import errno
 
-    from rag import generations
+    from rag import index as index_mod
     from rag.errors import DiskFull
 
     build(corpus, tmp_path / "idx")
@@ -134,7 +146,7 @@ def test_disk_full_is_clean(corpus, tmp_path, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(generations, "write_chunks", full)
+    monkeypatch.setattr(index_mod, "write_rows", full)
     with pytest.raises(DiskFull):
         build(corpus, tmp_path / "idx")
     assert (tmp_path / "idx" / CURRENT).read_text() == gen
@@ -194,22 +206,24 @@ def test_sigkill_mid_build_leaves_previous_index_serving(corpus, tmp_path):
 
 def test_large_artifacts_unchanged_since_the_build_are_not_rehashed_on_load(corpus, tmp_path, monkeypatch):
     """Loads skip hashing big artifacts whose size and mtime are as built (gigabytes at 1M chunks);
-    anything else is hashed, and `rag index` always hashes before reusing a generation."""
+    anything else is hashed. `rag index` hashes the generation's own files before reusing it; the
+    shared vector segments, written once, it checks by the same rule as a load."""
     from rag import generations
-    from rag.generations import current_generation
 
     build(corpus, tmp_path / "idx")
     monkeypatch.setattr(generations, "QUICK_VERIFY_BYTES", 1)
-    p = current_generation(tmp_path / "idx") / "vectors.faiss"
-    st = p.stat()
-    data = bytearray(p.read_bytes())
-    data[len(data) // 2] ^= 1
-    p.write_bytes(bytes(data))
-    with pytest.raises(IndexCorrupt, match="fails its checksum"):  # rewritten: new mtime, so hashed
-        load_index(tmp_path / "idx", "fake")
-    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: trusted on load
-    load_index(tmp_path / "idx", "fake")
+    for target in ("vector segment", "docids.npy"):
+        p = artifact(tmp_path / "idx", target)
+        st = p.stat()
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 1
+        p.write_bytes(bytes(data))
+        with pytest.raises(IndexCorrupt, match="fails its checksum"):  # rewritten: new mtime, so hashed
+            load_index(tmp_path / "idx", "fake")
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: trusted on load
+        if target != "docids.npy":  # (its flipped byte is in the .npy header: unreadable either way)
+            load_index(tmp_path / "idx", "fake")
     warnings = []
     emb = FakeEmbedder()
     build_index(scan_sources([corpus]), tmp_path / "idx", emb.model_id, lambda: emb, warn=warnings.append)
-    assert any("fails its checksum" in w for w in warnings)  # the next `rag index` hashes and rebuilds
+    assert any("docids.npy fails its checksum" in w for w in warnings)  # the next `rag index` hashes and rebuilds

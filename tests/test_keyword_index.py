@@ -9,7 +9,7 @@ import pytest
 from rag.fakes import FakeEmbedder
 from rag.errors import IndexCorrupt
 from rag.chunk_store import read_docids
-from rag.generations import CHUNKS_DB, CURRENT, MANIFEST, current_generation
+from rag.generations import CURRENT, DOCIDS, MANIFEST, current_generation
 from rag.corpus import scan_sources
 from rag.index import build_index, load_index
 from rag.keyword_index import META, KeywordIndex, KeywordWriter
@@ -77,13 +77,13 @@ def test_incremental_builds_share_one_store_and_delete_what_no_generation_needs(
     first = current_generation(index_dir)
     kdir = keyword_dir(index_dir)
     n0 = load_index(index_dir).bm25.num_documents()
-    ids0 = read_docids(first / CHUNKS_DB)
+    ids0 = read_docids(first / DOCIDS)
 
     (corpus / "new.md").write_text("1. 什么是感受野?\n感受野是输出特征图上一个点对应的输入区域。\n", encoding="utf-8")
     report = build(corpus, index_dir)
     assert report.added == ["new.md"] and keyword_dir(index_dir) == kdir  # same store, documents added
     idx = load_index(index_dir)
-    ids1 = read_docids(idx.path / CHUNKS_DB)
+    ids1 = read_docids(idx.path / DOCIDS)
     assert set(ids0) < set(ids1) and idx.bm25.num_documents() == n0 + 1
     assert idx.chunks[idx.bm25.search("感受野", 1)[0].row].source == "new.md"
 

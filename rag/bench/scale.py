@@ -36,15 +36,24 @@ def run(settings, *, out: Path, quick: bool = False, sizes: list[int] | None = N
     path = out / f"{name}.json"
     report = earlier(path)
     report.setdefault("sizes", {})
+    report.setdefault("previous_date", (report.get("machine") or {}).get("date"))
     report["machine"] = {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "embedder": settings.embedder,
                          "load_start": round(os.getloadavg()[0], 2)}
     seed = Path(settings.corpus_dir).resolve()
+    # RAG_SCALE_PHASES=add_at_scale: only the incremental add, against stores assembled at that size
+    # (rag.bench.scale_phases.phase_add_at_scale), for sizes whose full build does not fit the time at hand
+    phases = [p for p in os.environ.get("RAG_SCALE_PHASES", ",".join(PHASES)).split(",") if p]
     for n in sizes:
         label = size_label(n)
         job = {"n": n, "seed": str(seed), "corpus": str(work / f"corpus-{label}"), "index": str(work / f"index-{label}"),
                "embedder": settings.embedder}  # the one the report names (the phases ran RAG_EMBEDDER's before)
         res = report["sizes"].setdefault(label, {"n_target": n})
-        for phase in PHASES:
+        if res.get("add") and "chunk_store" not in str(res["add"]) and not res.get("add_previous"):
+            # measured before the shared stores: kept, labelled, beside this run's numbers
+            res["add_previous"] = dict(res["add"], run=f"run of {report.get('previous_date', 'an earlier run')}")
+        if "add" in phases:
+            res["add_run"] = f"run of {report['machine']['date']}, load {report['machine']['load_start']}"
+        for phase in phases:
             if phase == "build" and reuse and res.get("build") and (Path(job["index"]) / "CURRENT").exists():
                 continue
             _log(f"{label}: {phase}")

@@ -77,37 +77,75 @@ def _targets(sizes: list) -> list[str]:
               ("keyword-leg RSS", k.get("keyword_rss_mb_after_queries"), TARGETS["keyword_rss_mb"], "MB"),
               ("add one file (keyword store)", _kw_add(a), TARGETS["add_file_s"], "s"),
               ("add one file (whole `rag index`)", _get(a, "add", "total_s"), TARGETS["add_file_s"], "s")]
+    checks += [(f"add one file at {label} (whole `rag index`, assembled stores)", _get(r, "add_at_scale", "add", "total_s"),
+                TARGETS["add_file_s"], "s") for label, r in sizes if r.get("add_at_scale")]
     lines = ["", f"## Targets at {big_label}", "", "| what | measured | target | |", "|---|---|---|---|"]
     return lines + [f"| {w} | {v if v is not None else '—'} {u} | ≤ {t} {u} | {_mark(v, t)} |" for w, v, t, u in checks]
 
 
 def _build_stages(sizes: list) -> list[str]:
-    lines = ["", "## Build stages (seconds)", "", "| chunks | read+chunk | embed | keyword store | chunk store + vector "
-             "index + manifest | vector index | peak RSS of the build |", "|---|---|---|---|---|---|---|"]
+    lines = ["", "## Build stages (seconds)", "", "| chunks | read+chunk | embed | chunk store | keyword store | vector "
+             "index | generation | vector index kind | peak RSS of the build |", "|---|---|---|---|---|---|---|---|---|"]
     for label, r in sizes:
         if not r.get("build"):
             continue
         st = _get(r, "build", "build_stages_s") or {}
-        lines.append(f"| {label} | {st.get('read', '—')} | {st.get('embed', '—')} | {st.get('keywords', '—')} | "
-                     f"{st.get('write', '—')} | `{_get(r, 'serve', 'vector_index') or '—'}` | {_get(r, 'build', 'peak_rss_mb')} MB |")
+        lines.append(f"| {label} | {st.get('read', '—')} | {st.get('embed', '—')} | {st.get('chunk_store', '—')} | "
+                     f"{st.get('keywords', '—')} | {st.get('vectors', '—')} | {st.get('write', '—')} | "
+                     f"`{_get(r, 'serve', 'vector_index') or '—'}` | {_get(r, 'build', 'peak_rss_mb')} MB |")
     return lines
 
 
+def _total(d: dict | None) -> str:
+    d = d or {}
+    if d.get("total_s") is None:
+        return "—"
+    extra = ", ".join(x for x in (f"CPU {d['cpu_s']} s" if "cpu_s" in d else "",
+                                   f"load {d['load_avg']}" if "load_avg" in d else "") if x)
+    return f"**{d['total_s']} s**" + (f" ({extra})" if extra else "")
+
+
+def _stages(d: dict | None) -> str:
+    st = (d or {}).get("stages_s", {})
+    return " / ".join(str(st.get(k, "—")) for k in ("read", "embed", "chunk_store", "keywords", "vectors", "write"))
+
+
 def _incremental(sizes: list) -> list[str]:
-    lines = ["", "## Incremental `rag index` (one file of 100 chunks added, then deleted)", "",
-             "| chunks | add: total | keyword store | embed | rewrite chunk store + vector index | delete: total | keyword store |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["", "## Incremental `rag index` (one file of 100 chunks added, changed, deleted)", "",
+             "Wall time (CPU time of the process, load average). Stages: read+chunk / embed / chunk store / keyword "
+             "store / vectors / generation, seconds; read includes checking every source file (stat, and a hash "
+             "when its size or mtime changed) and, in the first step of a process, importing the text splitter; "
+             "the keyword store stage includes loading jieba's dictionary there.", "",
+             "| chunks | run | add: total | add: stages | change: total | delete: total | delete: stages | vector segments after |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, r in sizes:
         a = r.get("add", {})
-        if not a:
-            continue
-        if "add" not in a:
-            lines.append(f"| {label} | — | {_kw_add(a)} s (delete {_get(a, 'keyword_store_only', 'delete_s')} s) "
-                         "| — | — | — | — |")
-            continue
-        lines.append(f"| {label} | {_get(a, 'add', 'total_s')} s | {_get(a, 'add', 'stages_s', 'keywords')} s | "
-                     f"{_get(a, 'add', 'stages_s', 'embed')} s | {_get(a, 'add', 'stages_s', 'write')} s | "
-                     f"{_get(a, 'delete', 'total_s')} s | {_get(a, 'delete', 'stages_s', 'keywords')} s |")
+        if a and "add" in a:
+            segs = ", ".join(_get(a, "delete", "vector_segments") or []) or "—"
+            lines.append(f"| {label} | shared stores ({r.get('add_run', 'this run')}) | {_total(a.get('add'))} | "
+                         f"{_stages(a.get('add'))} | {_total(a.get('change'))} | "
+                         f"{_total(a.get('delete'))} | {_stages(a.get('delete'))} | {segs} |")
+        old = r.get("add_previous")
+        if old and "add" in old:
+            st, dst = old["add"].get("stages_s", {}), old["delete"].get("stages_s", {})
+            lines.append(f"| {label} | per-generation rewrite ({old.get('run', 'earlier run')}) | {_get(old, 'add', 'total_s')} s | "
+                         f"{st.get('read', '—')} / {st.get('embed', '—')} / rewrite of chunk store + vector index "
+                         f"{st.get('write', '—')} / keyword {st.get('keywords', '—')} | — | {_get(old, 'delete', 'total_s')} s | "
+                         f"keyword {dst.get('keywords', '—')} / rewrite {dst.get('write', '—')} | — |")
+        elif old and "keyword_store_only" in old:
+            lines.append(f"| {label} | keyword store only ({old.get('run', 'earlier run')}) | — | keyword {_kw_add(old)} s | — | — | "
+                         f"keyword {_get(old, 'keyword_store_only', 'delete_s')} s | — |")
+    scaled = [(label, r["add_at_scale"]) for label, r in sizes if r.get("add_at_scale")]
+    if scaled:
+        lines += ["", "### Against stores assembled at that size (`RAG_SCALE_PHASES=add_at_scale rag bench scale`)", "",
+                  "Real corpus files, chunk store, vector base and generation; the keyword store has no documents for "
+                  "the assembled rows (its add at 1M: the one-leg table below).", "",
+                  "| rows | vector base | chunk store on disk | add: total | add: stages | change: total | delete: total | "
+                  "delete: stages | vector segments after |", "|---|---|---|---|---|---|---|---|---|"]
+        for label, a in scaled:
+            lines.append(f"| {a['rows']:,} | `{a['vector_index']}` | {a['store_mb']} MB | {_total(a.get('add'))} | "
+                         f"{_stages(a.get('add'))} | {_total(a.get('change'))} | {_total(a.get('delete'))} | "
+                         f"{_stages(a.get('delete'))} | {', '.join(_get(a, 'delete', 'vector_segments') or [])} |")
     return lines
 
 
@@ -124,13 +162,13 @@ def _one_leg(sizes: list) -> list[str]:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Latency (left) and memory/disk (right) against corpus size, log-log."""
+    """Latency, memory/disk and the time to add one file against corpus size, log-log."""
     import numpy as np
 
     sizes = sorted(report["sizes"].values(), key=lambda r: r["n_target"])
     n = [_get(r, "build", "chunks") or r["n_target"] for r in sizes]
-    fig, axes = figure(2, (11, 4.2))
-    ax1, ax2 = axes[0]
+    fig, axes = figure(3, (16, 4.2))
+    ax1, ax2, ax3 = axes[0]
     for key, label, src in (("fused", "fused (hybrid, k=5)", "serve"), ("jieba", "jieba-word BM25", "keyword"),
                             ("bigram", "bigram BM25", "keyword"), ("dense", "dense search (no embedding)", "serve")):
         for q, style in (("p50", "-o"), ("p95", ":x")):
@@ -145,7 +183,7 @@ def plot(report: dict, path: Path) -> None:
             ax1.plot([x], [l["p50"]], style, color="black", label=f"{leg} leg alone p50")
             ax1.plot([x], [l["p95"]], style, color="grey", label=f"{leg} leg alone p95")
     ax1.axhline(TARGETS["fused_p50_ms"], color="grey", lw=0.8, ls="--")
-    ax1.set(xscale="log", yscale="log", xlabel="chunks", ylabel="ms per query", title="query latency")
+    ax1.set(xlabel="chunks", ylabel="ms per query", title="query latency")
     ax1.legend(fontsize=7)
     for key, label, src in (("keyword_rss_mb_after_queries", "keyword legs RSS", "keyword"),
                             ("rss_mb_index_after_queries", "whole index RSS", "serve")):
@@ -159,6 +197,23 @@ def plot(report: dict, path: Path) -> None:
                 ax2.plot([o["documents"]], [o["rss_mb_after_queries"]], "^", label=f"{o['leg']} leg alone RSS")
                 ax2.plot([o["documents"]], [o["disk_mb"]], "s", mfc="none", label=f"{o['leg']} leg alone on disk")
     ax2.axhline(TARGETS["keyword_rss_mb"], color="grey", lw=0.8, ls="--")
-    ax2.set(xscale="log", yscale="log", xlabel="chunks", ylabel="MB", title="memory and disk")
+    ax2.set(xlabel="chunks", ylabel="MB", title="memory and disk")
     ax2.legend(fontsize=7)
+    for keys, style, label in ((("add_previous", "add", "total_s"), "-x", "per-generation rewrite (earlier run)"),
+                               (("add", "add", "total_s"), "-o", "shared stores, wall"),
+                               (("add", "add", "cpu_s"), ":o", "shared stores, CPU"),
+                               (("add_at_scale", "add", "total_s"), "s", "shared stores, assembled stores, wall"),
+                               (("add_at_scale", "add", "cpu_s"), "D", "shared stores, assembled stores, CPU")):
+        pts = [(x, _get(r, *keys)) for x, r in zip(n, sizes) if _get(r, *keys)]
+        if keys[0] == "add_at_scale":
+            pts = [(r["add_at_scale"]["rows"], _get(r, *keys)) for r in sizes if _get(r, *keys)]
+        if pts:
+            ax3.plot(*zip(*pts), style, label=label)
+    ax3.axhline(TARGETS["add_file_s"], color="grey", lw=0.8, ls="--")
+    ax3.set(xlabel="chunks", ylabel="s", title="`rag index` after adding one file")
+    for ax in (ax1, ax2, ax3):  # log-log where there is data (a run of one phase may leave a panel empty)
+        data = [line for line in ax.lines if not line.get_label().startswith("_")]  # (not the target lines)
+        if any(np.nanmax(np.asarray(line.get_ydata(), float), initial=0) > 0 for line in data):
+            ax.set(xscale="log", yscale="log")
+    ax3.legend(fontsize=7)
     save_figure(fig, path)
