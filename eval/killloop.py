@@ -89,7 +89,8 @@ def child(argv: list[str]) -> int:
     jieba.setLogLevel(60)
     jieba.initialize()
     print("ready", flush=True)
-    settings = Settings(corpus_dir=Path(args.corpus), index_dir=Path(args.index_dir), embedder="fake")
+    settings = Settings(corpus_dir=Path(args.corpus), index_dir=Path(args.index_dir), embedder="fake",
+                        chunk_kv="off")  # the index's write path only: no LLM warm-up of the chunk KV caches
     a = Assistant(settings, embedder=Embedder(), warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     return cli.main(["index"] + (["--rebuild"] if args.rebuild else []), assistant=a)
 

@@ -74,7 +74,7 @@ def start_server(workdir: Path, models: str, token_delay: float) -> tuple[subpro
                "--workdir", str(workdir), "--token-delay", str(token_delay)]
     else:
         subprocess.run([sys.executable, "-m", "rag.cli", "index", "--corpus", str(workdir / "corpus"),
-                        "--index-dir", str(workdir / "index")], check=True, env=env, cwd=workdir)
+                        "--index-dir", str(workdir / "index"), "--chunk-kv", "off"], check=True, env=env, cwd=workdir)
         cmd = [sys.executable, "-m", "rag.cli", "serve", "--port", str(port), "--gradio-api", "--corpus", str(workdir / "corpus"),
                "--index-dir", str(workdir / "index"), "--feedback-db", str(workdir / "feedback.sqlite3")]
     proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.DEVNULL if models == "real" else subprocess.PIPE,

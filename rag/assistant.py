@@ -257,7 +257,7 @@ class Assistant:
         if unknown:
             return self._declined(turn, 0.0, unknown)
         messages = prompts.evidence_messages(turn.question, evidence, retrieval.hits)
-        if self.settings.chunk_kv == "on":
+        if self.settings.chunk_kv == "on" and getattr(self.generator, "links_passages", False):
             turn.passages = tuple(passage_of(h.chunk) for h in retrieval.hits[:MAX_PASSAGES])
         p_covered = self.p_covered(retrieval, evidence, messages, turn.passages)
         turn.timings["judge"] = time.perf_counter() - turn.t0 - turn.timings["evidence_shown"]

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import RagError
+from .errors import GenerationError, ModelNotInstalled, RagError
 
 SNIPPET = 90
 
@@ -89,7 +89,7 @@ def _enrich(a, explicit: bool) -> None:
     asked for with --enrich, a generator that cannot load (or a run already under way) is a warning:
     the index itself was built."""
     from .doc2query import enrich
-    from .errors import IndexLocked, ModelNotInstalled
+    from .errors import IndexLocked
 
     try:
         r = enrich(a.settings.index_dir, a.index().chunks, a.settings.generator, lambda: a.generator,
@@ -143,6 +143,9 @@ def _warm_chunk_kv(a) -> None:
     bar = _progress(desc="chunk KV caches", unit="chunk")
     try:
         seen, built = a.warm_chunk_kv(lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+    except (ModelNotInstalled, GenerationError) as e:  # the index is built; questions build caches on first use
+        _warn(f"chunk KV caches skipped: {e}")
+        return
     finally:
         bar.close()
     if seen:

@@ -60,7 +60,8 @@ class Settings:
                              "passages: the older five-passage prompt", "--answer-style", ("evidence", "passages"))
     # on: the model's keys/values for each note chunk are computed once and linked into the evidence prompt
     # (rag.generators.linking), so a question reads only its own words and the template (llama.cpp only).
-    chunk_kv: str = _opt("off", "per-chunk KV caches: link the notes' precomputed keys/values into the prompt "
+    # First token p50 3.04 -> 1.42 s; blind answers 70.7% -> 73.2% correct, same abstain F1 (eval/results/chunk_kv.md).
+    chunk_kv: str = _opt("on", "per-chunk KV caches: link the notes' precomputed keys/values into the prompt "
                          "instead of re-reading them (llama.cpp)", "--chunk-kv", ("on", "off"))
     chunk_kv_mb: int = _opt(2048, "disk budget of the per-chunk KV caches in MB (least recently used go first)",
                             lo=16, hi=10_000_000)

@@ -48,6 +48,7 @@ class FakeGenerator:
 
     model_id = "fake"
     backend = "fake"
+    links_passages = False  # set True to be offered passages (rag.generators.linking) and record them
 
     def __init__(self, reply: str | None = None):
         self.reply = reply

@@ -243,13 +243,17 @@ def test_without_passages_linked_items_are_read(tmp_path):
 
 
 def test_assistant_offers_passages_to_the_model_only_with_chunk_kv_on(assistant):
-    off = assistant
+    assistant.generator.links_passages = True  # as the llama.cpp backend with its cache directory
+    off = assistant.derive(chunk_kv="off")
     off.answer("Dropout 在测试时要用吗？")
     assert off.generator.passages[-1] == ()
     on = off.derive(chunk_kv="on")
     on.answer("Dropout 在测试时要用吗？")
     offered = on.generator.passages[-1]
     assert offered and all(isinstance(p, Passage) for p in offered)
+    assistant.generator.links_passages = False  # a backend that cannot link is not offered any
+    on.answer("Dropout 在测试时要用吗？")
+    assert on.generator.passages[-1] == ()
 
 
 def test_ensure_passages_builds_only_missing_caches(tmp_path):

@@ -322,9 +322,9 @@ class BreaksMidStream(FakeGenerator):
         super().__init__()
         self.broken = True
 
-    def stream(self, messages, max_tokens=256, prefix=""):
+    def stream(self, messages, max_tokens=256, prefix="", passages=()):
         if not self.broken:
-            yield from super().stream(messages, max_tokens, prefix)
+            yield from super().stream(messages, max_tokens, prefix, passages)
             return
         yield "Dropout 在测试时"
         raise RuntimeError("llama_decode returned -3")

@@ -26,7 +26,9 @@ class Generator(Protocol):
 
     def stream(self, messages: list[dict], max_tokens: int = 256, prefix: str = "",
                passages: Sequence = ()) -> Iterator[str]:
-        """Greedy continuation of the chat after the assistant turn has been opened with `prefix`."""
+        """Greedy continuation of the chat after the assistant turn has been opened with `prefix`.
+        `passages` (rag.generators.linking.Passage) are offered only to a generator whose `links_passages`
+        is true: their text in the prompt may be linked from per-chunk KV caches instead of read."""
 
     def score(self, messages: list[dict], prefix: str, continuations: Sequence[str],
               passages: Sequence = ()) -> list[tuple[float, int]]:

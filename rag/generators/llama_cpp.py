@@ -93,6 +93,11 @@ class LlamaCppGenerator:
                                               eos_token="<|im_end|>", bos_token="", add_generation_prompt=True)
 
     @property
+    def links_passages(self) -> bool:
+        """Whether `passages=` is used (per-chunk KV caches), not only accepted."""
+        return self.passage_store is not None
+
+    @property
     def tokens_read(self) -> int:
         """Prompt tokens the model actually read, across calls, after KV reuse (rag bench answer)."""
         return self.kv.tokens_read
