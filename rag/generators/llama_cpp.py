@@ -67,8 +67,8 @@ class LlamaCppGenerator:
                              type_k=kv_types[kv_type], type_v=kv_types[kv_type], logits_all=False)
         except (ValueError, RuntimeError) as e:
             raise ModelNotInstalled(f"cannot load {path}: {e}") from None
-        if passage_cache is not None:
-            _two_sequences(self.llm)
+        if passage_cache is not None and not _two_sequences(self.llm):
+            passage_cache = None  # this llama-cpp-python cannot: every prompt is read in full, as before
         self._is_eog_token = llama_cpp.llama_vocab_is_eog
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._context = LlamaContext(self.llm, max(n_batch, n_draft + 1))
@@ -255,17 +255,21 @@ class LlamaCppGenerator:
         return total
 
 
-def _two_sequences(llm) -> None:
+def _two_sequences(llm) -> bool:
     """Give `llm` a context with a second sequence and one KV buffer shared by both (kv_unified), which
     linking passages needs (sequence 1 is where a passage's cache is loaded before its cells are handed
     to sequence 0). llama-cpp-python's `Llama` has no parameter for it, so the context it made is replaced
-    by one with the same parameters plus these two."""
-    from llama_cpp import _internals
+    by one with the same parameters plus these two; False (the old context kept) where that fails."""
+    try:
+        from llama_cpp import _internals
 
-    params = llm.context_params
-    params.n_seq_max = 2
-    params.kv_unified = True
-    ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=llm.verbose)
+        params = llm.context_params
+        params.n_seq_max = 2
+        params.kv_unified = True
+        ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=llm.verbose)
+    except (ImportError, AttributeError, TypeError, ValueError, RuntimeError):
+        return False
     llm._ctx.close()
     llm._ctx = ctx
     llm._stack.callback(ctx.close)
+    return True
