@@ -23,8 +23,8 @@ from .generations import current_generation
 from .index import BuildReport, LoadedIndex, build_index, check_embedder, load_index
 from .retriever import Hit, Retrieval, Retriever, clean_query
 
-HISTORY_TURNS = 3
-MIN_QUOTE = 1  # warm_chunk_kv's stand-in evidence: the prompt needs one group to put the chunk's heading in  # turns of conversation the follow-up rewriter reads (callers pass the whole history)
+HISTORY_TURNS = 3  # turns of conversation the follow-up rewriter reads (callers pass the whole history)
+MIN_QUOTE = 1  # warm_chunk_kv's stand-in evidence: the prompt needs one group to put the chunk's heading in
 
 
 @dataclass
@@ -183,7 +183,7 @@ class Assistant:
         chunk) that are missing. `rag index` runs it, so a new document's chunks are ready before anyone
         asks; interrupting it keeps the caches already written. Returns (chunks seen, caches built)."""
         gen = self.generator
-        if self.settings.chunk_kv != "on" or not hasattr(gen, "cache_passages"):
+        if self.settings.chunk_kv != "on" or not getattr(gen, "links_passages", False):
             return 0, 0
         chunks = list(self.index().chunks if chunks is None else chunks)
         built = 0

@@ -3,8 +3,8 @@ sentences read in full, and evidence linked from per-chunk KV caches (chunk_kv o
 
 One process, model warm, the same questions for every path, alternating per question so that any
 other load on the machine hits them alike. The chunk caches of the questions' passages are built
-before the clock starts (as `rag index` does); their build time per chunk is reported too. Per question: evidence on screen, first answer text on
-screen (the evidence path's system-written quote, once the coverage judge has decided), first model
+before the clock starts (as `rag index` does); their build time per chunk is reported too. Per
+question: evidence on screen, first answer text on screen (the evidence path's system-written quote, once the coverage judge has decided), first model
 token, total; tokens the model read (prompt minus KV-cache reuse), generation speed; RSS.
 """
 
@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..evidence import MAX_PASSAGES
 from .report import Outcome, nearest_rank, peak_rss_mb, write_json
 
 # path -> the settings that make it
@@ -68,7 +69,7 @@ def bench_answer(settings, n_questions: int = 12) -> dict:
     parts = {s: base.derive(**PATHS[s]) for s in STYLES}
     questions = _questions(n_questions)
     linked = parts["linked"]
-    chunks = {h.chunk.id: h.chunk for q in questions for h in linked.search(q).hits[:3]}
+    chunks = {h.chunk.id: h.chunk for q in questions for h in linked.search(q).hits[:MAX_PASSAGES]}
     t0 = time.perf_counter()
     seen, built = linked.warm_chunk_kv(chunks=list(chunks.values()))
     warm_s = time.perf_counter() - t0

@@ -54,6 +54,9 @@ class Context(Protocol):
         """Copy slices (first offset, length, new position) of a saved passage into the prompt."""
 
 
+PASSAGE_STATS = ("linked", "passage_tokens_read", "link_failures", "plain_stretches")
+
+
 @dataclass
 class PassageKV:
     """What `KVCache.prefill` needs to link passages: their tokens by key, and where their caches live
@@ -61,8 +64,7 @@ class PassageKV:
 
     tokens: dict[str, list[int]]
     store: object
-    stats: dict = field(default_factory=lambda: {"linked": 0, "passage_tokens_read": 0, "link_failures": 0,
-                                                 "plain_stretches": 0})
+    stats: dict = field(default_factory=lambda: dict.fromkeys(PASSAGE_STATS, 0))
 
 
 class LlamaContext:
@@ -215,17 +217,8 @@ class KVCache:
             self.decode(prefix[same:], logits="none")
         start = max(same, first)
         todo = runs(items, start)
-        states = {}
-        for key in dict.fromkeys(r[1] for r in todo):
-            toks = passages.tokens[key]
-            state = passages.store.get(key, prefix, toks)
-            if state is None:
-                state = self.ctx.compute_passage(first, toks)
-                passages.stats["passage_tokens_read"] += len(toks)
-                if state is not None:
-                    state = bytes(state)
-                    passages.store.put(key, prefix, toks, state)
-            states[key] = state
+        states = {key: passages.store.get(key, prefix, passages.tokens[key]) or self._compute(key, prefix, passages)
+                  for key in dict.fromkeys(r[1] for r in todo)}
         # llama.cpp takes a sequence's new tokens only right after its last held position, so the prompt
         # is filled left to right: each plain stretch is read once the links before it are in place.
         pos = start
@@ -256,16 +249,19 @@ class KVCache:
                    if passages.store.get(k, prefix, passages.tokens[k]) is None]
         if not missing:
             return 0
-        self.prefill(prefix + [0])  # the opening, plus one throw-away token (prefill reads the last one)
-        self.truncate(first)
-        done = 0
-        for key in missing:
-            state = self.ctx.compute_passage(first, passages.tokens[key])
-            passages.stats["passage_tokens_read"] += len(passages.tokens[key])
-            if state is not None:
-                passages.store.put(key, prefix, passages.tokens[key], bytes(state))
-                done += 1
-        return done
+        self.prefill(prefix)  # the context holds exactly the opening, which the passages are read after
+        return sum(self._compute(key, prefix, passages) is not None for key in missing)
+
+    def _compute(self, key: str, prefix: list[int], passages: PassageKV) -> bytes | None:
+        """Read one passage after the opening (held at positions 0..len(prefix)), store its cache."""
+        toks = passages.tokens[key]
+        state = self.ctx.compute_passage(len(prefix), toks)
+        passages.stats["passage_tokens_read"] += len(toks)
+        if state is None:
+            return None
+        state = bytes(state)
+        passages.store.put(key, prefix, toks, state)
+        return state
 
     def _read_at(self, items: list, positions: list[int], start: int, last: bool) -> None:
         self.tokens_read += len(positions)
@@ -325,4 +321,3 @@ class KVCache:
         self.tokens = list(key)
         self.snapshots.move_to_end(key)
         return True
-

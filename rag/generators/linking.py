@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Sequence
 
 MIN_LINK_CHARS = 4  # shorter pieces ("-", "是。") would match the template or the question by accident
@@ -28,7 +29,7 @@ class Passage:
 
     pieces: tuple[str, ...]
 
-    @property
+    @cached_property  # read for every linked token of a prompt
     def key(self) -> str:
         """Content hash: a changed note is a new passage, and its old cache is never used for it."""
         return hashlib.sha256("\x1f".join(self.pieces).encode()).hexdigest()[:32]
@@ -45,9 +46,6 @@ class Linked:
     token: int
     passage: str  # Passage.key
     offset: int
-
-
-Item = "int | Linked"
 
 
 def plain(items: Sequence) -> list[int]:

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 from ..cpu import CpuWatch, choose_threads, physical_cores
 from ..errors import GenerationError, ModelNotInstalled
 from .decoding import greedy_decode, log_softmax_at, lookup_draft
-from .kv_cache import KVCache, LlamaContext, PassageKV
+from .kv_cache import PASSAGE_STATS, KVCache, LlamaContext, PassageKV
 from .linking import Passage, plain, plan
 
 PASSAGE_TOKENS_KEPT = 512  # passages whose per-piece tokens are remembered (tokenizing is cheap, not free)
@@ -86,7 +86,7 @@ class LlamaCppGenerator:
             key = f"{self.path.name}|{st.st_size}|{kv_type}|llama-cpp-python {llama_cpp.__version__}"
             self.passage_store = ChunkKVStore(Path(passage_cache), key, passage_cache_mb * 2 ** 20)
         self._passage_tokens: dict[str, list[list[int]]] = {}
-        self.passage_stats = {"linked": 0, "passage_tokens_read": 0, "link_failures": 0, "plain_stretches": 0}
+        self.passage_stats = dict.fromkeys(PASSAGE_STATS, 0)
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._formatter = Jinja2ChatFormatter(template=self.llm.metadata.get("tokenizer.chat_template"),
@@ -106,7 +106,7 @@ class LlamaCppGenerator:
         return self._formatter(messages=messages).prompt + prefix
 
     def prompt_tokens(self, messages: list[dict], prefix: str = "") -> list[int]:
-        return self.llm.tokenize(self.chat_prompt(messages, prefix).encode(), add_bos=False, special=True)
+        return self._tokenize(self.chat_prompt(messages, prefix), True)
 
     def _tokenize(self, text: str, special: bool) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=False, special=special)
@@ -203,10 +203,10 @@ class LlamaCppGenerator:
 
     def cache_passages(self, messages: list[dict], passages: Sequence[Passage]) -> int:
         """Build the stored caches of `passages` as they appear in this prompt, without answering."""
-        items, linker = self.prompt_items(messages, "", passages)
-        if linker is None:
-            return 0
-        with self._lock:
+        with self._lock:  # prompt_items fills the passage-token memo
+            items, linker = self.prompt_items(messages, "", passages)
+            if linker is None:
+                return 0
             try:
                 return self.kv.ensure_passages(items, linker)
             except (RuntimeError, ValueError) as e:
@@ -263,13 +263,13 @@ def _two_sequences(llm) -> bool:
     try:
         from llama_cpp import _internals
 
-        params = llm.context_params
+        params = type(llm.context_params).from_buffer_copy(llm.context_params)  # the old ones stay if this fails
         params.n_seq_max = 2
         params.kv_unified = True
         ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=llm.verbose)
     except (ImportError, AttributeError, TypeError, ValueError, RuntimeError):
         return False
     llm._ctx.close()
-    llm._ctx = ctx
+    llm._ctx, llm.context_params = ctx, params
     llm._stack.callback(ctx.close)
     return True
