@@ -15,7 +15,7 @@ from .abstain import features, load_calibration, unknown_names
 from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations, numbers_in
 from .config import Settings
-from .evidence import MAX_PASSAGES, Evidence, best_score, passage_of, quoted, select_evidence
+from .evidence import MAX_PASSAGES, Evidence, best_score, passage_of, quotes, select_evidence
 from .verify import KEPT, VerifiedAnswer, either_or, releasable, verify_answer
 from .errors import GenerationError, IndexMissing, RagError
 from .corpus import scan_sources
@@ -264,7 +264,9 @@ class Assistant:
         covered = retrieval.covered if p_covered is None else p_covered >= self._calibration.threshold
         if not covered:
             return self._declined(turn, p_covered)
-        return messages, prompts.quote_prefix(quoted(evidence)), p_covered
+        said = quotes(evidence)
+        chunk = retrieval.hits[said[0].n - 1].chunk
+        return messages, prompts.quote_prefix(said, chunk.text, chunk.start), p_covered
 
     def _stream(self, turn: "_Turn", messages: list[dict], prefix: str, parts: list[str]) -> Iterator[Event]:
         """Run the model, collecting its text in `parts`. The stream shows only sentences the cheap checks

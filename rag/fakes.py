@@ -67,7 +67,7 @@ class FakeGenerator:
             m = re.search(r"\[1\][^\n]*\n([^。\n]{4,80})", user)
             n = 1
             if prefix:  # after the system-written quote: conclude by restating the quoted sentence
-                m = re.search(r"“([^。”\n]{4,80})", prefix) or m
+                m = re.search(r"[“。…]([^。…”\n]{4,80})", prefix) or m  # a quote may hold two sentences
                 cited = re.search(r"\[(\d+)\]", prefix)  # (a doc2query prefix cites nothing)
                 n = int(cited.group(1)) if cited else 1
             text = (m.group(1).strip() + f" [{n}]。") if m else "资料中没有相关内容。"

@@ -116,9 +116,18 @@ def evidence_messages(question: str, evidence, hits) -> list[dict]:
     ]
 
 
-def quote_prefix(top) -> str:
-    """The system-written opening of an evidence answer: the best sentence, quoted verbatim."""
-    return QUOTE_PREFIX.format(n=top.n, sentence=top.text.strip())
+QUOTE_JOIN = "……"  # between two quoted sentences of one passage that are not next to each other
+
+
+def quote_prefix(quoted, chunk_text: str | None = None, chunk_start: int = 0) -> str:
+    """The system-written opening of an evidence answer: the quoted sentences (one passage, note order),
+    verbatim. Adjacent ones keep the note's own joint (`chunk_text` from `chunk_start` in the file)."""
+    quoted = quoted if isinstance(quoted, list) else [quoted]
+    text = quoted[0].text.strip()
+    for a, b in zip(quoted, quoted[1:]):
+        gap = chunk_text[a.end - chunk_start:b.start - chunk_start] if chunk_text is not None else None
+        text += (gap if gap in ("", " ") else QUOTE_JOIN) + b.text.strip()
+    return QUOTE_PREFIX.format(n=quoted[0].n, sentence=text)
 
 
 def option_messages(question: str, option: str, evidence: str | None) -> list[dict]:

@@ -229,3 +229,25 @@ def test_the_quote_prefers_the_top_passage_on_near_ties_and_keeps_an_announcemen
     lean = [Evidence(1, "原因如下：", "a.md", 3, 10, 15, 2.0), Evidence(1, "学习率太大会震荡。", "a.md", 4, 16, 25, 2.0)]
     q = quoted(lean)
     assert q.text == "原因如下：学习率太大会震荡。" and (q.start, q.end) == (10, 25)
+
+
+def test_a_close_second_sentence_of_the_same_passage_joins_the_quote_in_note_order():
+    from rag import prompts
+    from rag.evidence import quotes
+
+    text = "BN 放在哪里？它放在线性层和激活之间。这样激活的输入分布稳定。别的话题。"
+    first, second, third = (text.index(s) for s in ("它放在", "这样激活", "别的"))
+    ev = [Evidence(1, "它放在线性层和激活之间。", "a.md", 1, first, second, 1.0),
+          Evidence(1, "这样激活的输入分布稳定。", "a.md", 1, second, third, 0.9),
+          Evidence(2, "另一段。", "b.md", 1, 0, 4, 0.95)]
+    said = quotes(ev)
+    assert [e.text for e in said] == ["它放在线性层和激活之间。", "这样激活的输入分布稳定。"]
+    # adjacent in the note: the note's own joint, one quote, one citation
+    assert prompts.quote_prefix(said, text, 0) == "依据[1]：“它放在线性层和激活之间。这样激活的输入分布稳定。”\n所以，"
+    # not adjacent: an ellipsis marks the gap
+    apart = [Evidence(1, "它放在线性层和激活之间。", "a.md", 1, first, second, 1.0),
+             Evidence(1, "别的话题。", "a.md", 1, third, len(text), 0.8)]
+    assert prompts.quote_prefix(quotes(apart), text, 0).startswith("依据[1]：“它放在线性层和激活之间。……别的话题。”")
+    # a distant second (below QUOTE_SECOND of the best) or another passage's sentence is not quoted
+    weak = [ev[0], Evidence(1, "这样激活的输入分布稳定。", "a.md", 1, second, third, 0.5), ev[2]]
+    assert [e.text for e in quotes(weak)] == ["它放在线性层和激活之间。"]

@@ -14,7 +14,7 @@ from .metrics import rate
 
 
 def run_evidence(a, items: Sequence[dict], k: int | None = None) -> dict:
-    from ..evidence import quoted, select_evidence
+    from ..evidence import quotes, select_evidence
 
     rows = []
     for it in items:
@@ -23,7 +23,7 @@ def run_evidence(a, items: Sequence[dict], k: int | None = None) -> dict:
             continue
         ret = a.search(it["question"], k)
         ev = select_evidence(it["question"], ret.hits, a.embedder)
-        top = [quoted(ev)] if ev else []  # the sentence the answer will open with
+        top = quotes(ev) if ev else []  # the sentences the answer opens with
         rows.append({"id": it["id"], "gold_rank": first_gold_rank([h.chunk for h in ret.hits], gs),
                      "evidence_gold": evidence_has_gold(ev, gs), "quote_gold": evidence_has_gold(top, gs),
                      "chars": sum(len(e.text) for e in ev)})
