@@ -196,6 +196,12 @@ class Assistant:
                 progress(i + 1, len(chunks))
         return len(chunks), built
 
+    def linked_passages(self, hits: list[Hit]) -> tuple:
+        """The passages the model may link instead of reading (chunk_kv on, a backend that links)."""
+        if self.settings.chunk_kv == "on" and getattr(self.generator, "links_passages", False):
+            return tuple(passage_of(h.chunk) for h in hits[:MAX_PASSAGES])
+        return ()
+
     def retriever(self) -> Retriever:
         index = self.index()
         emb = self.embedder
@@ -257,8 +263,7 @@ class Assistant:
         if unknown:
             return self._declined(turn, 0.0, unknown)
         messages = prompts.evidence_messages(turn.question, evidence, retrieval.hits)
-        if self.settings.chunk_kv == "on" and getattr(self.generator, "links_passages", False):
-            turn.passages = tuple(passage_of(h.chunk) for h in retrieval.hits[:MAX_PASSAGES])
+        turn.passages = self.linked_passages(retrieval.hits)
         p_covered = self.p_covered(retrieval, evidence, messages, turn.passages)
         turn.timings["judge"] = time.perf_counter() - turn.t0 - turn.timings["evidence_shown"]
         covered = retrieval.covered if p_covered is None else p_covered >= self._calibration.threshold

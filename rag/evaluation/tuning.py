@@ -52,7 +52,9 @@ def abstain_rows(a, items: Sequence[dict], k: int | None = None) -> list[dict]:
     for it in each(items, a.progress, "abstain"):
         ret = a.search(it["question"], k)
         ev = select_evidence(it["question"], ret.hits, a.embedder) if ret.hits else []
-        judge = a.judge(prompts.evidence_messages(it["question"], ev, ret.hits)) if ev else -10.0
+        # the judge as questions meet it: linked from the chunk caches when the assistant links them
+        judge = a.judge(prompts.evidence_messages(it["question"], ev, ret.hits), a.linked_passages(ret.hits)) \
+            if ev else -10.0
         rows.append({"id": it["id"], "covered": covered_of(it), "x": [ret.best_coverage, ret.best_dense,
                                                                        best_score(ev), judge if judge is not None else 0.0]})
     return rows
