@@ -1,10 +1,11 @@
 """Decide "covered or not" from the evidence, not from word overlap alone.
 
 Signals: the retrieval gate's two absolute scores of the best hit (share of the question's IDF mass
-matched, dense cosine), the best evidence sentence's score, and the local model's likelihood that
-the evidence answers the question (log P("能") - log P("不能") after prompts.JUDGE_PREFIX). The greedy
+matched, dense cosine), the best evidence sentence's score, the local model's likelihood that
+the evidence answers the question (log P("能") - log P("不能") after prompts.JUDGE_PREFIX), and how
+the question's technical terms that no note mentions at all (`unseen_terms`). The greedy
 reply says "能" to nearly everything, but the log-odds still rank questions; a logistic regression
-over the four signals, fitted on labelled questions (`rag eval abstain`, cross-validated), turns them
+over the five signals, fitted on labelled questions (`rag eval abstain`, cross-validated), turns them
 into P(covered). The fit belongs to one generator: with another model the retrieval gate decides.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-FEATURES = ("coverage", "dense", "evidence", "judge")
+FEATURES = ("coverage", "dense", "evidence", "judge", "unseen")
 CALIBRATION_FILE = Path(__file__).with_name("abstain.json")
 
 
@@ -81,8 +82,25 @@ def unknown_names(question: str, keyword_leg) -> list[str]:
     return out
 
 
-def features(retrieval, evidence_score: float, judge: float) -> list[float]:
-    return [retrieval.best_coverage, retrieval.best_dense, evidence_score, judge]
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def unseen_terms(question: str, keyword_leg) -> float:
+    """How many Latin words of a Chinese question no note contains ("mode collapse", "checkpointing").
+    A near-topic question is about a term the notes lack while sharing its other words with them; in a
+    Chinese sentence a Latin word is a technical term (in an English question it may be any word, so
+    those count none). The share of unseen Chinese words was measured too and added nothing
+    (cross-validated abstain F1 0.916 -> 0.915 on the tuning questions; this signal: 0.952)."""
+    from .lexical import glossary_matches
+
+    if not _CJK.search(question):
+        return 0.0
+    words = [w for w in set(keyword_leg.analyze(question)) if not _CJK.search(w) and len(w) >= 3 and not w.isdigit()]
+    return float(sum(keyword_leg.backend.doc_freq(w) == 0 and not glossary_matches(w) for w in words))
+
+
+def features(retrieval, evidence_score: float, judge: float, unseen: float) -> list[float]:
+    return [retrieval.best_coverage, retrieval.best_dense, evidence_score, judge, unseen]
 
 
 # ---------------------------------------------------------------- fitting (numpy, no sklearn)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import prompts
-from .abstain import features, load_calibration, unknown_names
+from .abstain import features, load_calibration, unknown_names, unseen_terms
 from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations, numbers_in
 from .config import Settings
@@ -349,7 +349,8 @@ class Assistant:
         judge = self.judge(messages, passages)
         if judge is None:
             return None
-        return cal.probability(features(retrieval, best_score(evidence), judge))
+        unseen = unseen_terms(retrieval.query, self.index().bm25.legs["jieba"])
+        return cal.probability(features(retrieval, best_score(evidence), judge, unseen))
 
     def answer(self, question: str, k: int | None = None, history=None) -> Answer:
         for event in self.ask(question, k, history):

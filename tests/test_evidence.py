@@ -130,11 +130,11 @@ def test_calibration_fit_cross_validates_and_is_tied_to_its_model(tmp_path):
     for _ in range(120):
         covered = rng.random() < 0.6
         X.append([rng.gauss(0.6 if covered else 0.3, 0.1), rng.gauss(0.9, 0.02), rng.random(),
-                  rng.gauss(2.0 if covered else -1.0, 0.7)])
+                  rng.gauss(2.0 if covered else -1.0, 0.7), float(not covered and rng.random() < 0.3)])
         y.append(covered)
     cal = fit("m1", X, y)
     assert cal.cv["f1"] > 0.85 and cal.cv["folds"] == 5
-    assert cal.probability([0.6, 0.9, 0.5, 2.0]) > 0.5 > cal.probability([0.3, 0.9, 0.5, -1.5])
+    assert cal.probability([0.6, 0.9, 0.5, 2.0, 0]) > 0.5 > cal.probability([0.3, 0.9, 0.5, -1.5, 0])
     path = tmp_path / "abstain.json"
     cal.save(path)
     assert isinstance(load_calibration("m1", path), Calibration)
@@ -143,10 +143,25 @@ def test_calibration_fit_cross_validates_and_is_tied_to_its_model(tmp_path):
     assert load_calibration("m1", path) is None
 
 
+def test_unseen_terms_counts_the_latin_terms_of_a_chinese_question_that_no_note_contains(assistant):
+    from rag.abstain import unseen_terms
+
+    leg = assistant.index().bm25.legs["jieba"]
+    assert unseen_terms("测试的时候要用 Dropout 吗?", leg) == 0  # the notes have Dropout
+    assert unseen_terms("训练时 gradient checkpointing 是怎么省显存的?", leg) >= 1
+    assert unseen_terms("What is gradient checkpointing?", leg) == 0  # English questions: any word may be absent
+
+
+def test_a_calibration_fitted_on_other_signals_is_refused(tmp_path):
+    path = tmp_path / "abstain.json"
+    Calibration("m1", [0, 0, 0, 5.0], 0.0, [0] * 4, [1] * 4, 0.5, {}).save(path)  # the four-signal fit
+    assert load_calibration("m1", path) is None
+
+
 def test_calibrated_judge_declines_and_keeps_the_closest_passages(settings, monkeypatch, tmp_path):
     path = tmp_path / "abstain.json"
     # A calibration that trusts only the judge: the fake scorer's "能" is unlikely for this question.
-    Calibration("fake", [0, 0, 0, 5.0], 0.0, [0, 0, 0, 0], [1, 1, 1, 1], 0.5, {}).save(path)
+    Calibration("fake", [0, 0, 0, 5.0, 0], 0.0, [0] * 5, [1] * 5, 0.5, {}).save(path)
     monkeypatch.setattr("rag.assistant.load_calibration", lambda model: load_calibration(model, path))
     gen = FakeGenerator()
     gen.score = lambda messages, prefix, conts: [(-5.0, 1), (-0.1, 1)]

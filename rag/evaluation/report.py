@@ -289,7 +289,7 @@ def summary(kind: str, r: dict) -> str:
         return (f"evidence recall {pct(r['evidence_recall'])}, quoted sentence holds the gold {pct(r.get('quote_gold'))}, "
                 f"mean {r['mean_chars']:.0f} chars")
     if kind == "abstain":
-        return f"cross-validated abstain F1 {r['cv']['all four']['f1']:.3f}"
+        return f"cross-validated abstain F1 {r['cv']['all five (+ unseen terms)']['f1']:.3f}"
     if kind == "mcq-judge":
         return (f"RAG {pct(r['rag'])} (shuffled {pct(r['rag_shuffled'])}), closed-book {pct(r['closed'])}; "
                 f"negated stems {pct(r['rag_negated'])}")

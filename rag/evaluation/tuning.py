@@ -1,7 +1,7 @@
 """The suites that tune the answer path on the tuning sets (eval/retrieval.jsonl + eval/answers.jsonl):
 
 - `rag eval evidence`: how often evidence selection keeps the gold sentence (no LLM; for tuning).
-- `rag eval abstain`: the four abstain signals of each question, a cross-validated logistic fit, and
+- `rag eval abstain`: the abstain signals of each question, a cross-validated logistic fit, and
   (on the full set) the saved calibration the assistant declines by (rag/abstain.py).
 """
 
@@ -44,8 +44,9 @@ def abstain_items(items: Sequence[dict]) -> list[dict]:
 
 
 def abstain_rows(a, items: Sequence[dict], k: int | None = None) -> list[dict]:
-    """The four abstain signals of each question, the LLM judge included (one short scoring each)."""
+    """The abstain signals of each question, the LLM judge included (one short scoring each)."""
     from .. import prompts
+    from ..abstain import features, unseen_terms
     from ..evidence import best_score, select_evidence
 
     rows = []
@@ -55,8 +56,9 @@ def abstain_rows(a, items: Sequence[dict], k: int | None = None) -> list[dict]:
         # the judge as questions meet it: linked from the chunk caches when the assistant links them
         judge = a.judge(prompts.evidence_messages(it["question"], ev, ret.hits), a.linked_passages(ret.hits)) \
             if ev else -10.0
-        rows.append({"id": it["id"], "covered": covered_of(it), "x": [ret.best_coverage, ret.best_dense,
-                                                                       best_score(ev), judge if judge is not None else 0.0]})
+        unseen = unseen_terms(it["question"], a.index().bm25.legs["jieba"])
+        x = features(ret, best_score(ev), judge if judge is not None else 0.0, unseen)
+        rows.append({"id": it["id"], "covered": covered_of(it), "x": x})
     return rows
 
 
@@ -65,7 +67,8 @@ def fit_abstain(model_id: str, rows: list[dict]) -> dict:
     from ..abstain import FEATURES, fit
 
     X, y = [r["x"] for r in rows], [r["covered"] for r in rows]
-    subsets = {"retrieval only": [0, 1], "retrieval + evidence": [0, 1, 2], "judge only": [3], "all four": [0, 1, 2, 3]}
+    subsets = {"retrieval only": [0, 1], "retrieval + evidence": [0, 1, 2], "judge only": [3],
+               "retrieval + evidence + judge": [0, 1, 2, 3], "all five (+ unseen terms)": [0, 1, 2, 3, 4]}
     report = {name: fit(model_id, X, y, used=used).cv for name, used in subsets.items()}
     cal = fit(model_id, X, y)
     return {"calibration": cal, "report": report, "features": list(FEATURES)}
