@@ -293,7 +293,7 @@ class Assistant:
                 if not held:
                     text = "".join(parts)
                     upto, held = releasable(text, shown, turn.evidence, turn.quotes, len(turn.retrieval.hits),
-                                             turn.alternatives)
+                                             turn.alternatives, turn.question)
                     if upto > shown:
                         yield Event("token", text=text[shown:upto])
                         shown = upto
@@ -311,7 +311,8 @@ class Assistant:
         checked = check_citations(raw, [h.chunk.embed_text() for h in turn.retrieval.hits])
         verified, text = None, checked.text
         if self.settings.answer_style == "evidence":
-            verified = verify_answer(checked.text, turn.evidence, self._scorer(), turn.quotes, turn.alternatives)
+            verified = verify_answer(checked.text, turn.evidence, self._scorer(), turn.quotes, turn.alternatives,
+                                     turn.question)
             if verified.text and verified.verdicts and verified.verdicts[0].status in KEPT:
                 text = prefix + verified.text
             else:  # the conclusion went: the quote stands alone (or before the evidence that replaced it)

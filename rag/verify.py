@@ -8,7 +8,9 @@ to within the passages it cites:
   2. a polarity/direction mismatch is a contradiction; where support is merely low, the local
      model's likelihood of "是" vs "否" to "does the evidence support this claim?" decides;
   3. a contradicting sentence is replaced by the evidence sentence it claimed (quoted and cited);
-     an unsupported one is removed; the reader is told how many.
+     an unsupported one is removed; the reader is told how many;
+  4. a decimal constant that neither the evidence nor the question states ("SELU 的 λ 约为 1.0507"
+     from a note that only names SELU) is unsupported whatever else the sentence says.
 Without a model to ask (scorer=None), unsure means unsupported: the safe direction.
 """
 
@@ -33,6 +35,14 @@ SUPPORTED = 0.5  # bigram share at or above which a claim with matching polarity
 UNSUPPORTED = 0.2  # below this (and no model to ask) a claim is removed
 JUDGE_MARGIN = 0.0  # log P(是) - log P(否) above which the model's "supported" is accepted
 MIN_CLAIM_CHARS = 6
+# Integers are left alone: they are often worked out from the question's numbers (an output size).
+_CONSTANT = re.compile(r"(?<![\d.])\d+\.\d+(?![\d.])")
+
+
+def invented_constants(claim: str, evidence: list[Evidence], question: str = "") -> list[str]:
+    """Decimal numbers in the claim that no evidence sentence and not the question contain."""
+    given = question + " ".join(e.text for e in evidence)
+    return [c for c in _CONSTANT.findall(claim) if c not in given]
 
 
 def negations(text: str) -> int:
@@ -138,10 +148,10 @@ def _candidates(claim: str, evidence: list[Evidence]) -> list[Evidence]:
 
 
 def cheap_verdict(claim: str, evidence: list[Evidence], quotes: set[str] = frozenset(),
-                  alternatives: tuple[str, str] | None = None) -> Verdict:
-    """What the cheap checks say: "ok", "quote", "short", or the suspect statuses "unsure"/"conflict".
-    `alternatives`: the question's "X还是Y" (either_or); a claim that picks the one the evidence does not
-    name is a conflict."""
+                  alternatives: tuple[str, str] | None = None, question: str = "") -> Verdict:
+    """What the cheap checks say: "ok", "quote", "short", "unsupported" (an invented constant), or the
+    suspect statuses "unsure"/"conflict". `alternatives`: the question's "X还是Y" (either_or); a claim
+    that picks the one the evidence does not name is a conflict."""
     bare = _bare(claim)
     core = bare.strip("“”\"'「」 ").rstrip("。.!！?？")
     if any(core and core in q for q in quotes) or re.match(r"^依据\[\d+\]\s*[:：]", bare):
@@ -151,6 +161,8 @@ def cheap_verdict(claim: str, evidence: list[Evidence], quotes: set[str] = froze
     pool = _candidates(claim, evidence)
     scored = sorted(((support(bare, e.text), e) for e in pool), key=lambda x: -x[0])
     best_s, best = scored[0]
+    if invented_constants(bare, evidence, question):
+        return Verdict(claim, "unsupported", best, best_s)
     if picks_the_other(bare, best.text, alternatives):
         return Verdict(claim, "conflict", best, best_s)
     # About the same thing, opposite sense, and no other evidence sentence, about as close to the claim and
@@ -172,7 +184,8 @@ KEPT = SHOWABLE + ("supported-by-model",)
 
 
 def releasable(text: str, shown: int, evidence: list[Evidence], quotes: set[str] = frozenset(),
-               passages: int | None = None, alternatives: tuple[str, str] | None = None) -> tuple[int, bool]:
+               passages: int | None = None, alternatives: tuple[str, str] | None = None,
+               question: str = "") -> tuple[int, bool]:
     """While an answer streams: how far it may be shown (the end of the last complete sentence the
     cheap checks accept), and whether a suspect sentence now holds the rest back. A sentence citing a
     passage number that was not retrieved (1..`passages`) is held too: the citation check re-points it."""
@@ -184,7 +197,7 @@ def releasable(text: str, shown: int, evidence: list[Evidence], quotes: set[str]
     for s, e in split_sentences(pending)[:-1]:  # the last sentence may still be growing
         sentence = pending[s:e]
         bad_number = passages is not None and any(not 1 <= n <= passages for n in numbers_in(sentence))
-        if bad_number or cheap_verdict(sentence, evidence, quotes, alternatives).status not in SHOWABLE:
+        if bad_number or cheap_verdict(sentence, evidence, quotes, alternatives, question).status not in SHOWABLE:
             return shown + upto, True
         upto = e
     return shown + upto, False
@@ -220,10 +233,10 @@ def replacement(v: Verdict) -> str:
 
 
 def verify_answer(text: str, evidence: list[Evidence], scorer=None, quotes: set[str] = frozenset(),
-                  alternatives: tuple[str, str] | None = None) -> VerifiedAnswer:
+                  alternatives: tuple[str, str] | None = None, question: str = "") -> VerifiedAnswer:
     pieces, verdicts = [], []
     for claim in sentences(text):
-        v = resolve(cheap_verdict(claim, evidence, quotes, alternatives), scorer)
+        v = resolve(cheap_verdict(claim, evidence, quotes, alternatives, question), scorer)
         verdicts.append(v)
         if v.status == "unsupported":
             continue

@@ -266,3 +266,16 @@ def test_a_close_second_sentence_of_the_same_passage_joins_the_quote_in_note_ord
     # a distant second (below QUOTE_SECOND of the best) or another passage's sentence is not quoted
     weak = [ev[0], Evidence(1, "这样激活的输入分布稳定。", "a.md", 1, second, third, 0.5), ev[2]]
     assert [e.text for e in quotes(weak)] == ["它放在线性层和激活之间。"]
+
+
+def test_an_invented_decimal_constant_is_removed_even_when_the_model_would_vouch_for_it():
+    from rag.verify import invented_constants, verify_answer
+
+    ev = [Evidence(1, "对应的激活函数是SELU,主要思想是使样本分布自动归一化到零均值、单位方差的分布。", "a.md", 1, 0, 40, 1.0)]
+    claim = "SELU 的 λ 和 α 两个常数大约是 1.0507 和 1.6180 [1]。"
+    assert invented_constants(claim, ev) == ["1.0507", "1.6180"]
+    v = verify_answer(claim, ev, scorer=lambda *a: [(0.0, 1), (-9.0, 1)])  # a judge that says "是" to anything
+    assert v.text == "" and v.removed == 1
+    # a constant the question or the evidence gives stays
+    assert invented_constants("学习率取 0.01 时 [1]。", ev, question="学习率 0.01 合适吗") == []
+    assert invented_constants("输出尺寸为 1918 [1]。", ev) == []  # integers may be worked out
