@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import IndexCorrupt
-from .lexical import ANALYZERS, LexicalHit, analyze_query, idf
+from .lexical import ANALYZERS, LexicalHit, QueryTerms, analyze_query, idf
 
 FORMAT = "tantivy-2"  # 2: the heading fields
 ANALYZER_VERSION = 1  # bump when rag.lexical.tokenize / bigrams change what they emit
@@ -182,8 +182,10 @@ class KeywordLeg:
     def __len__(self) -> int:
         return len(self.backend)
 
-    def search(self, query: str, k: int = 10, expand: bool = True) -> list[LexicalHit]:
-        q = analyze_query(query, self.analyze, expand)
+    def search(self, query: str, k: int = 10, expand: bool = True, terms: QueryTerms | None = None) -> list[LexicalHit]:
+        """`terms`: this analyzer's analysis of `query`, when the caller has it (a body leg and its heading
+        leg share one: analysing is most of a leg's cost)."""
+        q = terms if terms is not None else analyze_query(query, self.analyze, expand)
         base, weights = q.base, q.weights
         if not weights:
             return []

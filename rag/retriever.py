@@ -22,7 +22,7 @@ from .chunking import Chunk
 from .config import MAX_QUERY_CHARS
 from .errors import QueryError
 from .index import LoadedIndex
-from .lexical import LexicalHit
+from .lexical import LexicalHit, QueryTerms, analyze_query
 
 MODES = ("hybrid", "dense", "bm25")  # bm25 = both keyword legs fused
 LEG_WEIGHTS = {"jieba": 1.0, "bigram": 1.0, "dense": 0.5,
@@ -108,12 +108,19 @@ class Retriever:
         d2q = self.index.doc2query if mode != "dense" else None
         enriched = d2q is not None and len(d2q) > 0  # no generated text yet: the legs as they were
         wide = 2 * n if enriched else n  # a chunk may rise from below the top n
-        lexical = {name: leg.search(query, wide) for name, leg in self.index.bm25.legs.items()} if mode != "dense" else {}
+        analyzed: dict[str, QueryTerms] = {}  # per analyzer, shared by its body and heading legs
+
+        def keyword(leg, k: int) -> list[LexicalHit]:
+            if leg.analyzer not in analyzed:
+                analyzed[leg.analyzer] = analyze_query(query, leg.analyze)
+            return leg.search(query, k, terms=analyzed[leg.analyzer])
+
+        lexical = {name: keyword(leg, wide) for name, leg in self.index.bm25.legs.items()} if mode != "dense" else {}
         own_words = lexical.get("jieba", [])[:n]
         generated = self._add_doc2query(query, lexical, n) if enriched else {}
         # (a Milvus-served index and the in-memory LexicalIndex have no heading fields)
         heading_legs = getattr(self.index.bm25, "heading_legs", {}) if mode != "dense" else {}
-        headings = {name: leg.search(query, n) for name, leg in heading_legs.items()}
+        headings = {name: keyword(leg, n) for name, leg in heading_legs.items()}
         by_row: dict[int, Hit] = {}
 
         def hit(row: int, leg: str, rank: int, score: float) -> Hit:
