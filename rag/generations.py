@@ -260,11 +260,11 @@ def keywords_usable(index_dir: Path, manifest: dict) -> bool:
     return bool(kw.get("dir")) and read_meta(index_dir / kw["dir"]) == keyword_fingerprint() == kw.get("fingerprint")
 
 
-def update_keywords(index_dir: Path, old_manifest: dict | None, add: tuple[np.ndarray, list[str], list[str]],
-                    all_texts: Callable[[], tuple[np.ndarray, list[str], list[str]]], next_docid: int, removed: list[int],
+def update_keywords(index_dir: Path, old_manifest: dict | None, add: tuple[np.ndarray, list[str]],
+                    all_texts: Callable[[], tuple[np.ndarray, list[str]]], next_docid: int, removed: list[int],
                     progress: Callable | None = None) -> dict:
     """Bring the keyword store up to the next generation in one commit: add the documents of its new
-    chunks (`add`: docids, texts, headings) and delete those of rows no kept generation shows: the live
+    chunks (`add`: docids, texts) and delete those of rows no kept generation shows: the live
     manifest's `removed` (only the generation before it showed them) and docids at or past its
     `next_docid` (a crashed build's). With no usable store (none yet, other analyzers) a new one is
     filled with every row (`all_texts`). Returns the manifest entry. Caller holds the lock."""
@@ -277,8 +277,8 @@ def update_keywords(index_dir: Path, old_manifest: dict | None, add: tuple[np.nd
         if reuse:
             writer.delete_from(int(old["next_docid"]))  # issued before the adds: they are not affected
             writer.delete(old.get("removed", []))
-        docids, texts, headings = add if reuse else all_texts()
-        writer.add(docids, texts, progress, headings=headings)
+        docids, texts = add if reuse else all_texts()
+        writer.add(docids, texts, progress)
         writer.commit()
     except BaseException as e:
         if writer is not None:

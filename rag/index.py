@@ -381,15 +381,6 @@ def _embed(ordered: list[Chunk], known: dict[str, np.ndarray], missing: list[int
     return vectors, {"id": embedder_id, "dim": dim, "fingerprint": fingerprint}
 
 
-def _keyword_texts(chunks) -> tuple[list[str], list[str]]:
-    """What the keyword store indexes per chunk: the text the retrievers see, and the heading alone."""
-    texts, headings = [], []
-    for c in chunks:
-        texts.append(c.embed_text())
-        headings.append(c.heading)
-    return texts, headings
-
-
 def _write(index_dir: Path, prev: _Previous, kept: np.ndarray, gone: np.ndarray, new: list[Chunk],
            vectors: np.ndarray, manifest: dict, request: dict, report: BuildReport, progress: Callable | None) -> Path:
     """Append to the shared stores (chunk rows, keyword documents, vector segment), each in its own
@@ -411,8 +402,8 @@ def _write(index_dir: Path, prev: _Previous, kept: np.ndarray, gone: np.ndarray,
         manifest["keyword"] = {"store": "milvus", "fingerprint": keyword_fingerprint()}
     else:
         manifest["keyword"] = update_keywords(
-            index_dir, prev.manifest if reuse else None, (new_ids, *_keyword_texts(new)),
-            lambda: (docids, *_keyword_texts(ChunkStore(db, docids))), first + len(new), gone.tolist(), progress)
+            index_dir, prev.manifest if reuse else None, (new_ids, [c.embed_text() for c in new]),
+            lambda: (docids, [c.embed_text() for c in ChunkStore(db, docids)]), first + len(new), gone.tolist(), progress)
     t3 = time.monotonic()
     vector_index = None
     if request.get("store", "faiss") == "faiss":

@@ -12,9 +12,6 @@ splits our space-joined tokens. One tantivy document per chunk:
     docid   u64, indexed + fast: a stable id; a generation's chunk table maps its rows to docids
     jieba   jieba words (term frequencies, no positions)
     bigram  character bigrams and whole Latin words
-    heading_jieba, heading_bigram   the same two analyzers over the chunk's question heading alone: a
-            student's question reads like the notes' headings, and a match there outweighs one somewhere
-            in a long answer (the retriever's heading legs; eval/results/paraphrase.md)
     terms   stored: the chunk's distinct jieba words, for the coverage signal
 
 Generations share one store (index/keyword-<name>/), so an incremental build adds only the new
@@ -34,16 +31,15 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import IndexCorrupt
-from .lexical import ANALYZERS, LexicalHit, QueryTerms, analyze_query, idf
+from .lexical import ANALYZERS, LexicalHit, analyze_query, idf
 
-FORMAT = "tantivy-2"  # 2: the heading fields
+FORMAT = "tantivy-1"
 ANALYZER_VERSION = 1  # bump when rag.lexical.tokenize / bigrams change what they emit
 META = "rag-keyword.json"  # our fingerprint, next to tantivy's own meta.json
 TOKENIZER = "rag_ws"
 MAX_TERM_CHARS = 64  # longer "words" (base64 blobs, 20 MB lines without spaces) are never queried
 WRITER_HEAP = 256 * 1024 * 1024
 LEGS = ("jieba", "bigram")
-HEADING_LEGS = {"heading_jieba": "jieba", "heading_bigram": "bigram"}  # field -> analyzer
 
 
 def fingerprint() -> dict:
@@ -64,7 +60,7 @@ def _schema():
 
     sb = tantivy.SchemaBuilder()
     sb.add_unsigned_field("docid", stored=False, indexed=True, fast=True)
-    for leg in (*LEGS, *HEADING_LEGS):
+    for leg in LEGS:
         sb.add_text_field(leg, stored=False, tokenizer_name=TOKENIZER, index_option="freq")
     sb.add_bytes_field("terms", stored=True)
     return sb.build()
@@ -106,23 +102,18 @@ class KeywordWriter:
         self.pending = 0
 
     def add(self, docids: Sequence[int], texts: Sequence[str], progress: Callable | None = None,
-            legs: Sequence[str] = LEGS, headings: Sequence[str] | None = None) -> None:
-        """`texts`: what the chunks' keyword legs index (heading + answer); `headings`: their question
-        headings alone (none: empty heading fields). `legs` leaves the other fields empty (only `rag bench
-        scale`'s one-leg measurement does)."""
+            legs: Sequence[str] = LEGS) -> None:
+        """`legs` leaves the other fields empty (only `rag bench scale`'s one-leg measurement does)."""
         import tantivy
 
         bar = progress(total=len(texts), desc="keywords", unit="chunk") if progress and len(texts) > 1 else None
         try:
             for i, (docid, text) in enumerate(zip(docids, texts)):
-                heading = headings[i] if headings is not None else ""
                 words = terms(text, "jieba") if "jieba" in legs else []
                 doc = tantivy.Document()
                 doc.add_unsigned("docid", int(docid))
                 doc.add_text("jieba", " ".join(words))
                 doc.add_text("bigram", " ".join(terms(text, "bigram")) if "bigram" in legs else "")
-                for field, analyzer in HEADING_LEGS.items():
-                    doc.add_text(field, " ".join(terms(heading, analyzer)) if heading else "")
                 doc.add_bytes("terms", " ".join(sorted(set(words))).encode())
                 self.writer.add_document(doc)
                 self.pending += 1
@@ -170,27 +161,23 @@ class KeywordLeg:
     """BM25 over one analyzer's field of a backend (this module's tantivy store, or Milvus), with the
     glossary expansion and the coverage signal of rag.lexical.BM25. A backend provides
     bm25(field, weights, k, with_terms) -> [(row, score, distinct jieba words or None)],
-    doc_freq(term) and total(). Only the jieba leg computes coverage (the retriever's abstain signal).
-    `field`: the backend field searched (default: the analyzer's own; a heading field for heading legs)."""
+    doc_freq(term) and total(). Only the jieba leg computes coverage (the retriever's abstain signal)."""
 
-    def __init__(self, backend, name: str, field: str | None = None):
+    def __init__(self, backend, name: str):
         self.backend = backend
         self.analyzer = name
-        self.field = field or name
         self.analyze = lambda text: terms(text, name)
 
     def __len__(self) -> int:
         return len(self.backend)
 
-    def search(self, query: str, k: int = 10, expand: bool = True, terms: QueryTerms | None = None) -> list[LexicalHit]:
-        """`terms`: this analyzer's analysis of `query`, when the caller has it (a body leg and its heading
-        leg share one: analysing is most of a leg's cost)."""
-        q = terms if terms is not None else analyze_query(query, self.analyze, expand)
+    def search(self, query: str, k: int = 10, expand: bool = True) -> list[LexicalHit]:
+        q = analyze_query(query, self.analyze, expand)
         base, weights = q.base, q.weights
         if not weights:
             return []
-        coverage = self.field == "jieba"
-        hits = self.backend.bm25(self.field, weights, k, with_terms=coverage)
+        coverage = self.analyzer == "jieba"
+        hits = self.backend.bm25(self.analyzer, weights, k, with_terms=coverage)
         if not hits or not coverage:
             return [LexicalHit(row, score, 0.0) for row, score, _ in hits]
         # Coverage exactly as rag.lexical.BM25: share of the query's IDF mass whose words (or a
@@ -216,7 +203,6 @@ class MilvusKeywords:
         self.collection = collection
         self.path = None
         self.legs = {name: KeywordLeg(collection, name) for name in LEGS}
-        self.heading_legs: dict[str, KeywordLeg] = {}  # (the collection has no heading fields)
 
     def __len__(self) -> int:
         return len(self.collection)
@@ -252,7 +238,6 @@ class KeywordIndex:
         self._sorted = self.docids[self._order]
         self._searcher = self.index.searcher()
         self.legs = {name: KeywordLeg(self, name) for name in LEGS}
-        self.heading_legs = {field: KeywordLeg(self, analyzer, field) for field, analyzer in HEADING_LEGS.items()}
 
     def __len__(self) -> int:
         return len(self.docids)

@@ -1,9 +1,6 @@
-"""Hybrid retrieval: dense (FAISS) + BM25 over jieba words + BM25 over character bigrams + the same
-two analyzers over the chunks' question headings alone, fused by weighted reciprocal rank fusion.
-Weights and k were chosen on eval/retrieval.jsonl (paraphrases): the static dense leg is the weakest
-of the three body legs, so it counts half (eval/results/retrieval.md). Students ask the way the notes'
-headings are written, so a heading match is a leg of its own, not one more word in a long chunk: the
-jieba heading leg lifted paraphrase MRR@5 0.793 -> 0.844 on the tuning set (eval/results/paraphrase.md).
+"""Hybrid retrieval: dense (FAISS) + BM25 over jieba words + BM25 over character bigrams, fused by
+weighted reciprocal rank fusion. Weights and k were chosen on eval/retrieval.jsonl (paraphrases):
+the static dense leg is the weakest of the three, so it counts half (eval/results/retrieval.md).
 
 RRF scores are rank-based and say nothing about whether *anything* relevant was found, so the
 "is this question covered?" decision uses two absolute signals of the best hit: the share of the
@@ -22,12 +19,10 @@ from .chunking import Chunk
 from .config import MAX_QUERY_CHARS
 from .errors import QueryError
 from .index import LoadedIndex
-from .lexical import LexicalHit, QueryTerms, analyze_query
+from .lexical import LexicalHit
 
 MODES = ("hybrid", "dense", "bm25")  # bm25 = both keyword legs fused
-LEG_WEIGHTS = {"jieba": 1.0, "bigram": 1.0, "dense": 0.5,
-               # headings are a dozen characters: bigram overlap there is mostly noise, jieba words are not
-               "heading_jieba": 0.5, "heading_bigram": 0.15}
+LEG_WEIGHTS = {"jieba": 1.0, "bigram": 1.0, "dense": 0.5}
 # doc2query (rag.doc2query): each keyword leg ranks by its BM25 plus this share of the BM25 of the LLM's
 # keywords/questions for the chunk (same analyzer). Chosen on eval/retrieval.jsonl over separate RRF legs,
 # which gained more on paraphrases but cost heading questions and, while some chunks had no generated text
@@ -51,7 +46,6 @@ class Hit:
     bigram: float | None = None  # character-bigram BM25
     coverage: float = 0.0
     doc2query: float | None = None  # jieba BM25 of the LLM's keywords/questions for this chunk (rag.doc2query)
-    heading: float | None = None  # jieba BM25 of the chunk's heading alone
 
     def to_dict(self) -> dict:
         c = self.chunk
@@ -60,8 +54,7 @@ class Hit:
                 "dense": None if self.dense is None else round(self.dense, 4),
                 "bm25": None if self.bm25 is None else round(self.bm25, 4),
                 "bigram": None if self.bigram is None else round(self.bigram, 4), "coverage": round(self.coverage, 3),
-                "doc2query": None if self.doc2query is None else round(self.doc2query, 4),
-                "heading_bm25": None if self.heading is None else round(self.heading, 4)}
+                "doc2query": None if self.doc2query is None else round(self.doc2query, 4)}
 
 
 @dataclass
@@ -108,19 +101,9 @@ class Retriever:
         d2q = self.index.doc2query if mode != "dense" else None
         enriched = d2q is not None and len(d2q) > 0  # no generated text yet: the legs as they were
         wide = 2 * n if enriched else n  # a chunk may rise from below the top n
-        analyzed: dict[str, QueryTerms] = {}  # per analyzer, shared by its body and heading legs
-
-        def keyword(leg, k: int) -> list[LexicalHit]:
-            if leg.analyzer not in analyzed:
-                analyzed[leg.analyzer] = analyze_query(query, leg.analyze)
-            return leg.search(query, k, terms=analyzed[leg.analyzer])
-
-        lexical = {name: keyword(leg, wide) for name, leg in self.index.bm25.legs.items()} if mode != "dense" else {}
+        lexical = {name: leg.search(query, wide) for name, leg in self.index.bm25.legs.items()} if mode != "dense" else {}
         own_words = lexical.get("jieba", [])[:n]
         generated = self._add_doc2query(query, lexical, n) if enriched else {}
-        # (a Milvus-served index and the in-memory LexicalIndex have no heading fields)
-        heading_legs = getattr(self.index.bm25, "heading_legs", {}) if mode != "dense" else {}
-        headings = {name: keyword(leg, n) for name, leg in heading_legs.items()}
         by_row: dict[int, Hit] = {}
 
         def hit(row: int, leg: str, rank: int, score: float) -> Hit:
@@ -138,11 +121,6 @@ class Retriever:
                     h.bm25, h.coverage = lh.score, lh.coverage
                 elif name == "bigram":
                     h.bigram = lh.score
-        for name, hits in headings.items():
-            for rank, lh in enumerate(hits):
-                h = hit(lh.row, name, rank, lh.score)
-                if name == "heading_jieba":
-                    h.heading = lh.score
         for row, score in generated.items():
             if row in by_row:
                 by_row[row].doc2query = score

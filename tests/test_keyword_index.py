@@ -174,28 +174,3 @@ def test_missing_keyword_store_is_a_clear_error_and_the_next_build_repairs_it(co
     assert not report.up_to_date and report.embedded == 0
     idx = load_index(index_dir)
     assert idx.bm25.num_documents() == len(idx.chunks)
-
-
-HEADINGS = ["测试时用 dropout 吗？", "学习率怎么设？", "", "BN 有什么作用？", "梯度消失的原因", "池化的作用", "L1 和 L2 正则化的区别"]
-
-
-def test_heading_legs_search_the_heading_alone_with_the_reference_bm25(tmp_path):
-    w = KeywordWriter(tmp_path / "kw", create=True)
-    w.add(list(range(len(TEXTS))), TEXTS, headings=HEADINGS)
-    w.commit()
-    kw = KeywordIndex(tmp_path / "kw", np.arange(len(TEXTS)))
-    ref = LexicalIndex.from_texts(HEADINGS)
-    for q in QUERIES:
-        for field, leg in (("heading_jieba", "jieba"), ("heading_bigram", "bigram")):
-            assert ranked(kw.heading_legs[field].search(q, 5)) == ranked(ref.legs[leg].search(q, 5)), (q, field)
-    # "作用" is in two headings and in no text: only the heading legs find it
-    assert sorted(h.row for h in kw.heading_legs["heading_jieba"].search("作用", 5)) == [3, 5]
-    assert kw.legs["jieba"].search("作用", 5) == []
-    # the heading legs give no coverage (the abstain signal is the body's jieba leg)
-    assert all(h.coverage == 0.0 for h in kw.heading_legs["heading_jieba"].search("BN 的作用", 5))
-
-
-def test_documents_added_without_headings_have_empty_heading_fields(tmp_path):
-    kw = KeywordIndex(store(tmp_path), np.arange(len(TEXTS)))
-    assert kw.legs["jieba"].search("dropout", 5)
-    assert kw.heading_legs["heading_jieba"].search("dropout", 5) == []
