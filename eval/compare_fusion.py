@@ -1,21 +1,25 @@
 """Which fusion of the retrieval legs ranks paraphrased questions best (eval/results/paraphrase.md).
 
-Ranks every question of a retrieval set once per leg (dense, jieba and bigram BM25 over the chunk text,
-jieba and bigram BM25 over the chunk's heading alone), then fuses them by weighted reciprocal rank
-fusion as rag.retriever does, under each design below, and prints hit@1 / hit@5 / MRR@5 per group:
-  main               the legs before the heading legs: dense 0.5, jieba 1, bigram 1, k 10
+Ranks every question of a retrieval set once per leg (the index's dense, jieba and bigram BM25 legs over
+the chunk text; in memory, jieba and bigram BM25 over the chunk's heading alone and over single
+sentences), then fuses them by weighted reciprocal rank fusion as rag.retriever does, under each design
+below, and prints hit@1 / hit@5 / MRR@5 per group:
+  main               rag.retriever: dense 0.5, jieba 1, bigram 1, k 10
   k=<k>, dense=<w>   main with another RRF constant or dense weight
-  heading j<a> b<b>  + the heading legs at weights a (jieba) and b (bigrams); j0.5 b0.15 ships
-  + rerank           shipped, then the top 20 re-ordered by fused score + 0.05 x the share of the
+  heading j<a> b<b>  + heading legs at weights a (jieba) and b (bigrams); "heading" below is j0.5 b0.15,
+                     the best on the tuning set (not shipped: it did not carry over, paraphrase.md)
+  + rerank           heading, then the top 20 re-ordered by fused score + 0.05 x the share of the
                      question's character bigrams the chunk contains
-  + stop phrases     shipped, colloquial filler phrases cut from the question first
-  + term pairs       shipped, English words of the question expanded (weight 0.25) to the Chinese term the
-                     notes write before them, mined from "中文(English)" / "English(中文)" in the chunks
-  + feedback         shipped + a jieba leg re-queried with the rarest words shared by the top 3 chunks
-  + dense heading    shipped + a dense leg over the headings' embeddings (weight 0.25)
-  + shared ranks     shipped, chunks of one unit (same heading) share their heading-leg rank
+  + stop phrases     heading, colloquial filler phrases cut from the question first
+  + term pairs       heading, English words of the question expanded (weight 0.25, body legs) to the
+                     Chinese term the notes write next to them, mined from "中文(English)" / "English(中文)"
+  + feedback         heading + a jieba leg re-queried with the rarest words shared by the top 3 chunks
+  + dense heading    heading + a dense leg over the headings' embeddings (weight 0.25)
+  + shared ranks     heading, chunks of one unit (same heading) share their heading-leg rank
+  main + sentences   main + jieba and bigram legs over single sentences (a chunk ranks by its best), 0.5 each
 Run against a built index (RAG_INDEX_DIR / --index-dir):
     python eval/compare_fusion.py --index-dir DIR [--set eval/retrieval.jsonl] [--json OUT]
+    python eval/compare_fusion.py --index-dir DIR --set SET --describe   # only: how heading-like the set is
 Choose on the tuning set (eval/retrieval.jsonl) only.
 """
 
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rag.config import Settings  # noqa: E402
 from rag.evaluation.data import first_gold_rank, golds_of, load_jsonl  # noqa: E402
 from rag.evaluation.metrics import hit_at, mrr_at  # noqa: E402
-from rag.lexical import analyze_query, bigrams, tokenize  # noqa: E402
+from rag.lexical import BM25, analyze_query, bigrams, tokenize  # noqa: E402
 
 N = 30  # candidates per leg, as the retriever
 STOP_PHRASES = ("有什么简单的办法", "是怎么回事", "怎么回事", "到底", "究竟", "请问", "该怎么办", "怎么办", "大概",
@@ -68,6 +72,15 @@ class Legs:
         self.words = [set(tokenize(c.embed_text())) for c in self.chunks]
         self.heading_vectors = np.stack([embedder.embed_query(c.heading or c.text[:40]) for c in self.chunks])
         self.pairs = mine_pairs([c.text for c in self.chunks])
+        headings = [c.heading for c in self.chunks]
+        self.heading_legs = {f"heading_{a}": BM25.from_texts(headings, a) for a in ("jieba", "bigram")}
+        self.sentence_of: list[int] = []  # sentence row -> chunk row
+        sentences = []
+        for row, c in enumerate(self.chunks):
+            for s in (s for s in re.split(r"(?<=[。！？!?；;\n])", c.text) if s.strip()):
+                sentences.append(s)
+                self.sentence_of.append(row)
+        self.sentence_legs = {f"sentence_{a}": BM25.from_texts(sentences, a) for a in ("jieba", "bigram")}
         n = len(self.chunks)
         df = Counter(t for w in self.words for t in w)
         self.idf = {t: np.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
@@ -86,12 +99,18 @@ class Legs:
         sims = self.heading_vectors @ vec
         out["dense_heading"] = [(int(r), float(sims[r])) for r in self.np.argsort(-sims)[:N]]
         extra = self._pair_terms(q) if pairs else ""
-        for name, leg in [*kw.legs.items(), *kw.heading_legs.items()]:
-            terms = analyze_query(q, leg.analyze)
-            if extra:
-                for t in leg.analyze(extra):
-                    terms.weights.setdefault(t, pairs)
-            out[name] = [(h.row, h.score) for h in leg.search(q, N, terms=terms)]
+        for name, leg in kw.legs.items():
+            weights = analyze_query(q, leg.analyze).weights
+            for t in leg.analyze(extra) if extra else ():
+                weights.setdefault(t, pairs)
+            out[name] = [(row, score) for row, score, _ in kw.bm25(name, weights, N)]
+        for name, leg in self.heading_legs.items():
+            out[name] = [(h.row, h.score) for h in leg.search(q, N)]
+        for name, leg in self.sentence_legs.items():
+            best: dict[int, float] = {}
+            for h in leg.search(q, 10 * N):
+                best.setdefault(self.sentence_of[h.row], h.score)
+            out[name] = sorted(best.items(), key=lambda kv: -kv[1])[:N]
         return out
 
     def _pair_terms(self, q: str) -> str:
@@ -103,11 +122,10 @@ class Legs:
         own = set(tokenize(question))
         shared = Counter(t for r in top[:3] for t in self.words[r] if t not in own)
         extra = sorted((t for t, m in shared.items() if m >= 2), key=lambda t: -self.idf.get(t, 0))[:10]
-        leg = self.index.bm25.legs["jieba"]
-        terms = analyze_query(question, leg.analyze)
+        weights = analyze_query(question, self.index.bm25.legs["jieba"].analyze).weights
         for t in extra:
-            terms.weights.setdefault(t, 0.3)
-        return [(h.row, h.score) for h in leg.search(question, N, terms=terms)]
+            weights.setdefault(t, 0.3)
+        return [(row, score) for row, score, _ in self.index.bm25.bm25("jieba", weights, N)]
 
 
 def fuse(legs: dict[str, list], weights: dict[str, float], k: int = 10, shared_ranks: bool = False,
@@ -130,7 +148,7 @@ def fuse(legs: dict[str, list], weights: dict[str, float], k: int = 10, shared_r
 
 
 MAIN = {"dense": 0.5, "jieba": 1.0, "bigram": 1.0}
-SHIPPED = {**MAIN, "heading_jieba": 0.5, "heading_bigram": 0.15}
+HEADING = {**MAIN, "heading_jieba": 0.5, "heading_bigram": 0.15}
 
 
 def designs() -> list[tuple[str, dict]]:
@@ -138,14 +156,14 @@ def designs() -> list[tuple[str, dict]]:
     out += [(f"main, k={k}", {"weights": MAIN, "k": k}) for k in (5, 20)]
     out += [(f"main, dense={w}", {"weights": {**MAIN, "dense": w}}) for w in (0.25, 0.75)]
     for a, b in ((0.5, 0.0), (0.0, 0.5), (0.25, 0.25), (0.5, 0.5), (1.0, 1.0), (0.5, 0.15)):
-        out.append((f"heading j{a} b{b}" + (" (shipped)" if (a, b) == (0.5, 0.15) else ""),
-                    {"weights": {**MAIN, "heading_jieba": a, "heading_bigram": b}}))
-    out += [("shipped, k=5", {"weights": SHIPPED, "k": 5}), ("shipped + rerank", {"weights": SHIPPED, "rerank": 0.05}),
-            ("shipped + stop phrases", {"weights": SHIPPED, "stop": True}),
-            ("shipped + term pairs", {"weights": SHIPPED, "pairs": 0.25}),
-            ("shipped + feedback", {"weights": {**SHIPPED, "feedback": 0.5}}),
-            ("shipped + dense heading", {"weights": {**SHIPPED, "dense_heading": 0.25}}),
-            ("shipped + shared ranks", {"weights": SHIPPED, "shared_ranks": True})]
+        out.append((f"heading j{a} b{b}", {"weights": {**MAIN, "heading_jieba": a, "heading_bigram": b}}))
+    out += [("heading, k=5", {"weights": HEADING, "k": 5}), ("heading + rerank", {"weights": HEADING, "rerank": 0.05}),
+            ("heading + stop phrases", {"weights": HEADING, "stop": True}),
+            ("heading + term pairs", {"weights": HEADING, "pairs": 0.25}),
+            ("heading + feedback", {"weights": {**HEADING, "feedback": 0.5}}),
+            ("heading + dense heading", {"weights": {**HEADING, "dense_heading": 0.25}}),
+            ("heading + shared ranks", {"weights": HEADING, "shared_ranks": True}),
+            ("main + sentences", {"weights": {**MAIN, "sentence_jieba": 0.5, "sentence_bigram": 0.5}})]
     return out
 
 
@@ -172,11 +190,21 @@ def rank_all(L: Legs, items: list[dict], design: dict) -> list[int | None]:
     return ranks
 
 
+def heading_share(L: Legs, item: dict) -> float:
+    """Share of the question's jieba IDF mass whose words are in its gold heading: near 1 when the question
+    rephrases the notes' heading, near 0 when it asks about a detail of the answer."""
+    words = set(tokenize(item["question"]))
+    heading = set(tokenize(item.get("gold_heading") or ""))
+    total = sum(L.idf.get(t, max(L.idf.values())) for t in words) or 1.0
+    return sum(L.idf.get(t, 0.0) for t in words & heading) / total
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index-dir", type=Path, help="a built index (default: RAG_INDEX_DIR or ./index)")
     ap.add_argument("--set", type=Path, default=Path("eval/retrieval.jsonl"))
     ap.add_argument("--json", type=Path, help="also write the table as JSON here")
+    ap.add_argument("--describe", action="store_true", help="only say how much the paraphrases reuse their gold heading")
     args = ap.parse_args()
     from rag.assistant import Assistant
 
@@ -189,6 +217,13 @@ def main() -> int:
     for lang in ("en", "mixed", "zh"):
         groups[f"paraphrase/{lang}"] = [i for i in groups["paraphrase"] if items[i].get("lang") == lang]
     groups = {g: ix for g, ix in groups.items() if ix}
+    shares = sorted(heading_share(L, items[i]) for i in groups["paraphrase"])
+    share = {"median": shares[len(shares) // 2], "zero": sum(s == 0 for s in shares) / len(shares),
+             "at_least_half": sum(s >= 0.5 for s in shares) / len(shares)}
+    print(f"{args.set.name}: {len(shares)} paraphrases; share of the question's IDF mass in its gold heading: median "
+          f"{share['median']:.2f}, none {share['zero']:.0%}, at least half {share['at_least_half']:.0%}")
+    if args.describe:
+        return 0
     rows = []
     print(f"{len(L.pairs)} term pairs mined from the chunks; set {args.set.name}")
     print("| design | " + " | ".join(f"{g} hit@1 / hit@5 / MRR@5" for g in groups) + " |")
@@ -202,7 +237,7 @@ def main() -> int:
         print(f"| {name} | " + " | ".join(f"{row[g]['hit@1']:.3f} / {row[g]['hit@5']:.3f} / {row[g]['mrr@5']:.3f}"
                                           for g in groups) + " |", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"set": args.set.name, "term_pairs": L.pairs, "rows": rows},
+        args.json.write_text(json.dumps({"set": args.set.name, "heading_share": share, "term_pairs": L.pairs, "rows": rows},
                                         ensure_ascii=False, indent=1), encoding="utf-8")
     return 0
 
