@@ -17,6 +17,7 @@ below, and prints hit@1 / hit@5 / MRR@5 per group:
   + dense heading    heading + a dense leg over the headings' embeddings (weight 0.25)
   + shared ranks     heading, chunks of one unit (same heading) share their heading-leg rank
   main + sentences   main + jieba and bigram legs over single sentences (a chunk ranks by its best), 0.5 each
+  dense sentences    main with the dense leg over single sentences (a chunk ranks by its best) instead of chunks
 Run against a built index (RAG_INDEX_DIR / --index-dir):
     python eval/compare_fusion.py --index-dir DIR [--set eval/retrieval.jsonl] [--json OUT]
     python eval/compare_fusion.py --index-dir DIR --set SET --describe   # only: how heading-like the set is
@@ -81,6 +82,7 @@ class Legs:
                 sentences.append(s)
                 self.sentence_of.append(row)
         self.sentence_legs = {f"sentence_{a}": BM25.from_texts(sentences, a) for a in ("jieba", "bigram")}
+        self.sentence_vectors = np.asarray(embedder.embed_documents(sentences))
         n = len(self.chunks)
         df = Counter(t for w in self.words for t in w)
         self.idf = {t: np.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
@@ -111,6 +113,11 @@ class Legs:
             for h in leg.search(q, 10 * N):
                 best.setdefault(self.sentence_of[h.row], h.score)
             out[name] = sorted(best.items(), key=lambda kv: -kv[1])[:N]
+        sims = self.sentence_vectors @ vec
+        best = {}
+        for i in self.np.argsort(-sims)[:10 * N]:
+            best.setdefault(self.sentence_of[int(i)], float(sims[i]))
+        out["dense_sentence"] = sorted(best.items(), key=lambda kv: -kv[1])[:N]
         return out
 
     def _pair_terms(self, q: str) -> str:
@@ -163,7 +170,8 @@ def designs() -> list[tuple[str, dict]]:
             ("heading + feedback", {"weights": {**HEADING, "feedback": 0.5}}),
             ("heading + dense heading", {"weights": {**HEADING, "dense_heading": 0.25}}),
             ("heading + shared ranks", {"weights": HEADING, "shared_ranks": True}),
-            ("main + sentences", {"weights": {**MAIN, "sentence_jieba": 0.5, "sentence_bigram": 0.5}})]
+            ("main + sentences", {"weights": {**MAIN, "sentence_jieba": 0.5, "sentence_bigram": 0.5}}),
+            ("dense sentences", {"weights": {**MAIN, "dense": 0.0, "dense_sentence": 0.5}})]
     return out
 
 
