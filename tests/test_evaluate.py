@@ -271,6 +271,21 @@ def test_eval_all_end_to_end_with_fakes(assistant, eval_data, tmp_path, capsys):
     assert not (assistant.settings.index_dir / "CURRENT").exists()  # the user's index is not touched
 
 
+def test_eval_retrieval_set_reports_another_set_under_its_own_name(assistant, eval_data, tmp_path):
+    """`rag eval retrieval --set`: a held-out or blind set, without heading questions, next to the tuning report."""
+    rows = [json.loads(line) for line in (eval_data / "retrieval.jsonl").read_text("utf-8").splitlines()]
+    held = tmp_path / "retrieval_heldout.jsonl"
+    held.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows if r["kind"] != "heading") + "\n", "utf-8")
+    assert _eval(assistant, tmp_path, "retrieval", "--set", str(held)) == 0
+    out = tmp_path / "results"
+    assert not (out / "retrieval.json").exists() and not (out / "retrieval_hit_at_k.png").exists()
+    ret = json.loads((out / "retrieval_heldout.json").read_text("utf-8"))
+    assert ret["meta"]["set"] == "retrieval_heldout.jsonl" and ret["meta"]["kinds"] == {"paraphrase": 1, "out_of_corpus": 1}
+    assert "hybrid/heading" not in ret["table"] and ret["table"]["hybrid/paraphrase"]["n"] == 1
+    assert (out / "retrieval_heldout_hit_at_k.png").exists()
+    assert (out / "retrieval_heldout.md").read_text("utf-8").startswith("# Retrieval on retrieval_heldout.jsonl")
+
+
 def test_mcq_scores_come_from_the_cache_on_a_second_run(assistant, eval_data, tmp_path):
     _eval(assistant, tmp_path, "mcq")
     gen = assistant.generator

@@ -144,7 +144,7 @@ def _abstain_section(r: dict) -> list[str]:
 
 def retrieval_markdown(r: dict) -> str:
     m = r["meta"]
-    out = [f"# Retrieval ({m['n_items']} questions: {m['kinds']})", "",
+    out = [f"# Retrieval{' on ' + m['set'] if m.get('set') else ''} ({m['n_items']} questions: {m['kinds']})", "",
            f"Embedder `{m['embedder']}`, {m['chunks']} chunks. A hit is a retrieved chunk from the gold source "
            "(or an alternative gold) whose text contains `gold_contains` or whose question heading matches "
            f"`gold_heading`. Wall time {m['seconds']:.1f} s.", "",
@@ -307,7 +307,7 @@ def write(out: Path, result) -> list[Path]:
                 "abstain": abstain_markdown, "mcq-judge": mcq_judge_markdown}[kind]
     files = [out / f"{name}.md"]
     replace_text(files[0], markdown(r))
-    plot = {"mcq": (plots.plot_mcq, "mcq_by_category.png"), "retrieval": (plots.plot_retrieval, "retrieval_hit_at_k.png")}
+    plot = {"mcq": (plots.plot_mcq, "mcq_by_category.png"), "retrieval": (plots.plot_retrieval, f"{name}_hit_at_k.png")}
     if kind in plot:
         draw, png = plot[kind]
         draw(r, out / png)

@@ -51,6 +51,7 @@ def _ranking_tables(in_corpus: list[dict]) -> tuple[dict, dict]:
               "paraphrase": [r for r in in_corpus if r["kind"] == "paraphrase"], "all": in_corpus}
     for lang in sorted({r["lang"] for r in in_corpus if r["kind"] == "paraphrase"}):
         groups[f"paraphrase/{lang}"] = [r for r in in_corpus if r["kind"] == "paraphrase" and r["lang"] == lang]
+    groups = {g: rs for g, rs in groups.items() if rs}  # (a held-out set may have no heading questions)
     for mode in MODES:
         for g, rs in groups.items():
             ranks = [r["ranks"][mode] for r in rs]

@@ -22,7 +22,7 @@ class Options:
     k: int | None = None  # passages per question (default: each suite's own)
     limit: int | None = None  # only the first N items (quick check; abstain then does not save its fit)
     every: int | None = None  # answers --set: every N-th item
-    answer_set: Path | None = None  # answers: a rubric set instead of the keyword set
+    answer_set: Path | None = None  # answers: a rubric set instead of the keyword set; retrieval: another set
 
 
 @dataclass
@@ -52,7 +52,12 @@ def _mcq_judge(a, o: Options, cache: ScoreCache) -> Result:
 
 
 def _retrieval(a, o: Options, cache: ScoreCache) -> Result:
-    return Result("retrieval", "retrieval", retrieval.run(a, spread(load_set("retrieval.jsonl"), limit=o.limit)))
+    if not o.answer_set:
+        return Result("retrieval", "retrieval", retrieval.run(a, spread(load_set("retrieval.jsonl"), limit=o.limit)))
+    # a held-out or blind set in the same format (report named after it, e.g. retrieval_heldout)
+    r = retrieval.run(a, spread(load_jsonl(o.answer_set), limit=o.limit))
+    r["meta"]["set"] = o.answer_set.name
+    return Result("retrieval", o.answer_set.stem, r)
 
 
 def _answers(a, o: Options, cache: ScoreCache) -> Result:
