@@ -92,6 +92,34 @@ def _is_heading_echo(sentence: str, heading: str) -> bool:
     return bool(a) and len(a & b) / len(a) >= 0.8
 
 
+# An exam question in the notes: a numbered line asking for a choice ("下列…", "…()", "…这种说法是"),
+# then short bullets. Those bullets are options, most of them wrong on purpose ("- AdaGrad使用的是二阶
+# 差分"), not facts. Bullets under a question heading ("3. 有哪些常用的优化器？"), or long ones, are a
+# note's answer and stay evidence.
+_ASKS = re.compile(r"^\d+\s*[.、．].*(?:下列|以下|下面|[(（]\s*[)）]\s*[?？]?\s*$|[是吗]\s*[?？]?\s*$)")
+OPTION_MAX_CHARS = 60
+
+
+def option_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of `text` that are the option bullets of a multiple-choice question."""
+    spans, block, asks, pos = [], [], False, 0
+
+    def close():
+        if asks and block and all(e - s <= OPTION_MAX_CHARS for s, e in block):
+            spans.extend(block)
+
+    for line in text.splitlines(keepends=True):
+        body = line.strip()
+        if body.startswith("- ") or body == "-":
+            block.append((pos, pos + len(line)))
+        else:
+            close()
+            block, asks = [], bool(_ASKS.search(body))
+        pos += len(line)
+    close()
+    return spans
+
+
 def _query_terms(question: str) -> dict[str, float]:
     """jieba words of the question (weight 1) and their glossary equivalents (weight 0.5)."""
     return analyze_query(question).weights
@@ -133,8 +161,10 @@ def select_evidence(question: str, hits, embedder=None, max_passages: int = MAX_
     cands: list[tuple[int, int, int, int]] = []  # (hit index, sentence index, start, end) in chunk.text
     by_hit: dict[int, list[tuple[int, int]]] = {}
     for i, h in enumerate(hits[:max_passages]):
+        options = option_spans(h.chunk.text)
         spans = [(s, e) for s, e in split_sentences(h.chunk.text)
-                 if e - s >= MIN_CHARS and not _is_heading_echo(h.chunk.text[s:e], h.chunk.heading)]
+                 if e - s >= MIN_CHARS and not _is_heading_echo(h.chunk.text[s:e], h.chunk.heading)
+                 and not any(a <= s < b for a, b in options)]
         by_hit[i] = spans
         cands.extend((i, j, s, e) for j, (s, e) in enumerate(spans))
     if not cands:

@@ -279,3 +279,16 @@ def test_an_invented_decimal_constant_is_removed_even_when_the_model_would_vouch
     # a constant the question or the evidence gives stays
     assert invented_constants("学习率取 0.01 时 [1]。", ev, question="学习率 0.01 合适吗") == []
     assert invented_constants("输出尺寸为 1918 [1]。", ev) == []  # integers may be worked out
+
+
+def test_the_options_of_an_exam_question_in_the_notes_are_not_evidence():
+    from rag.evidence import option_spans
+
+    note = ("26. [优化器] 下列哪些项所描述的相关技术是错误的?\n- AdaGrad使用的是二阶差分\n"
+            "- momentum、adgrad用的是一阶导\n正确答案是:A。AdaGrad 用的是一阶导数信息。\n"
+            "3. 有哪些常用的优化器？\n- SGD 每次只用一个小批量的梯度\n")
+    spans = [note[s:e].strip() for s, e in option_spans(note)]
+    assert spans == ["- AdaGrad使用的是二阶差分", "- momentum、adgrad用的是一阶导"]  # a question heading's bullets stay
+    hit = Hit(Chunk("c1", "mcq.md", "26. [优化器]", note, 0, len(note), 1, "0" * 64), 1.0)
+    ev = select_evidence("AdaGrad 用的是一阶导还是二阶导？", [hit])
+    assert ev and not any("二阶差分" in e.text for e in ev)
