@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import answers, mcq, mcq_judge, retrieval, tuning
+from . import answers, mcq, mcq_judge, mcq_rules, retrieval, tuning
 from .cache import ScoreCache
-from .data import load_jsonl, load_set, spread
+from .data import data_dir, load_jsonl, load_set, spread
 
 CORE = ("mcq", "retrieval", "answers")  # `rag eval` with no suite; eval/results/README.md summarises these
 
@@ -41,7 +41,8 @@ def _scorable_mcq(limit: int | None) -> tuple[list[dict], int]:
 
 def _mcq(a, o: Options, cache: ScoreCache) -> Result:
     items, excluded = _scorable_mcq(o.limit)
-    r = mcq.run(a, items, cache, o.k, excluded=excluded)
+    r = mcq.run(a, items, cache, o.k, excluded=excluded, tuned_on=mcq_rules.is_tuning_set(data_dir() / "mcq.jsonl"))
+    r["meta"]["set"] = str(data_dir() / "mcq.jsonl")
     r["meta"]["score_cache"] = cache.stats()
     return Result("mcq", "mcq", r)
 
