@@ -53,9 +53,9 @@ def _row(i, gold, good, n=4, negated=False, noise=0.0, rng=None):
     def sig(strength):
         v = lambda: [(strength if j == good else 0.0) + rng.uniform(-noise, noise) for j in range(n)]  # noqa: E731
         return {"text": v(), "text_tokens": [2] * n, "judge": v(),
-                "letter": {"original": v(), "shuffled": v(), "rotations": [v() for _ in range(n)]}}
+                "letter": {"rotations": [v() for _ in range(n)]}}
     return {"id": i, "options": [f"o{j}" for j in range(n)], "gold": gold, "negated": negated, "perm": list(range(n)),
-            "signals": {"rag": sig(2.0), "closed": sig(0.0)}, "baseline": {"expected_exact": 0.0}, "chance": 1 / n,
+            "signals": (sigs := {"rag": sig(2.0), "closed": sig(0.0)}), "signals_shuffled": copy.deepcopy(sigs), "baseline": {"expected_exact": 0.0}, "chance": 1 / n,
             "explanation_retrieved": None, "category": [], "derived_from": None}
 
 

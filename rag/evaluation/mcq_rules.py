@@ -24,7 +24,7 @@ from .metrics import exact_match, jaccard
 # Candidate rules: signal -> weight (on normalised signals). "-lift" = with evidence minus without.
 # Fixed before any number was seen; the list is the search space of the cross-validated choice.
 CANDIDATES: dict[str, dict[str, float]] = {
-    "text": {"text": 1}, "text-mean": {"text-mean": 1}, "judge": {"judge": 1}, "letter": {"letter": 1},
+    "text": {"text": 1}, "text-mean": {"text-mean": 1}, "judge": {"judge": 1},
     "letter-rot": {"letter-rot": 1}, "text-lift": {"text-lift": 1}, "judge-lift": {"judge-lift": 1},
     "letter-rot-lift": {"letter-rot-lift": 1},
     "judge+letter-rot": {"judge": 1, "letter-rot": 1},
@@ -45,10 +45,10 @@ def _mean(xs: Sequence[float]) -> float:
 def raw_signals(row: dict, cond: str, order: str) -> dict[str, list[float]]:
     """Per-option signals of one condition and option order, in the item's original option order."""
     def one(c: str) -> dict[str, list[float]]:
-        s = row["signals"][c]
+        s = row["signals" if order == "original" else "signals_shuffled"][c]
         rots = s["letter"]["rotations"]
         return {"text": s["text"], "text-mean": [x / max(t, 1) for x, t in zip(s["text"], s["text_tokens"])],
-                "judge": s["judge"], "letter": s["letter"][order],
+                "judge": s["judge"],
                 "letter-rot": [_mean([r[i] for r in rots]) for i in range(len(s["judge"]))]}
     out = one(cond)
     if cond == "rag":
@@ -150,6 +150,57 @@ def cross_validate(rows: Sequence[dict], scale: dict) -> dict:
             "correct": correct}
 
 
+# ---------------------------------------------------------------- a fitted combination (idea: logistic)
+
+FIT_SIGNALS = ("text", "judge", "letter-rot", "text-lift", "judge-lift", "letter-rot-lift")
+FIT_L2 = 1.0  # ridge on the weights, fixed a priori (31 training items)
+
+
+def _features(row: dict, cond: str, order: str, scale: dict) -> list[list[float]]:
+    sig = raw_signals(row, cond, order)
+    names = [x for x in FIT_SIGNALS if x in sig]
+    cols = [[x / scale[cond][name] for x in centred(sig[name])] for name in names]
+    return [list(v) for v in zip(*cols)]
+
+
+def fit_logit(rows: Sequence[dict], cond: str, scale: dict, steps: int = 400) -> list[float]:
+    """Conditional logit (softmax over an item's options) on single-answer items; a negated stem's
+    features are negated, so its answer is the best of the positive form's worst."""
+    import numpy as np
+
+    data = [(np.array(_features(r, cond, "original", scale)) * (-1 if r["negated"] else 1), r["gold"][0])
+            for r in rows if len(r["gold"]) == 1]
+    w = np.zeros(data[0][0].shape[1]) if data else np.zeros(0)
+    for _ in range(steps):
+        grad = FIT_L2 * w
+        for X, g in data:
+            z = X @ w
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            grad = grad - (X[g] - p @ X)
+        w = w - 0.1 * grad / max(1, len(data))
+    return w.tolist()
+
+
+def logit_cv(rows: Sequence[dict], scale: dict) -> dict:
+    """Leave-one-out accuracy of the fitted combination, per condition (weights fit without the item)."""
+    correct: dict[str, list[bool]] = {co: [] for co in CONDITIONS}
+    weights = []
+    for i, r in enumerate(rows):
+        rest = [x for j, x in enumerate(rows) if j != i]
+        for cond in ("rag", "closed"):
+            w = fit_logit(rest, cond, scale)
+            if cond == "rag":
+                weights.append(w)
+            for order in ("original", "shuffled"):
+                sc = [sum(a * b for a, b in zip(f, w)) for f in _features(r, cond, order, scale)]
+                pred = decide(sc, r["negated"], len(r["gold"]) > 1, r["signals"][cond]["judge"])
+                correct[f"{cond}/{order}"].append(exact_match(pred, r["gold"]))
+    mean_w = [_mean([w[k] for w in weights]) for k in range(len(weights[0]))] if weights else []
+    return {"exact": {co: _mean(v) for co, v in correct.items()},
+            "mean_weights": dict(zip(FIT_SIGNALS, [round(x, 3) for x in mean_w]))}
+
+
 def group_accuracy(rows: Sequence[dict], key: Callable[[dict], Iterable[str]]) -> dict:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -188,6 +239,7 @@ def summarize(rows: list[dict], headline_rule: str | None = None, tuned_on: bool
     scale = spreads(rows) if rows else {}
     variants = table(rows, scale) if rows else {}
     cv = cross_validate(rows, scale) if len(rows) > 1 else {"exact": {}, "picked": {}, "correct": {}}
+    logit = logit_cv(rows, scale) if len(rows) > 2 else {"exact": {}, "mean_weights": {}}
     for r in rows:
         r["pred"] = {co: predict(r, rule, co, scale) for co in CONDITIONS}
         r["correct"] = {co: exact_match(r["pred"][co], r["gold"]) for co in CONDITIONS}
@@ -201,6 +253,7 @@ def summarize(rows: list[dict], headline_rule: str | None = None, tuned_on: bool
                 "rag_original": head.get("rag/original"), "rag_shuffled": head.get("rag/shuffled"),
                 "closed_original": head.get("closed/original"), "closed_shuffled": head.get("closed/shuffled"),
                 "fixed_rule": fixed, "cross_validated": cv["exact"], "cv_picked": cv["picked"],
+                "logit_cv": logit["exact"], "logit_weights": logit["mean_weights"],
                 "retrieval_only_baseline": _mean([r["baseline"]["expected_exact"] for r in rows]) if rows else 0.0,
                 "chance": _mean([r["chance"] for r in rows]) if rows else 0.0,
                 "rag_negated": _mean([r["correct"]["rag/original"] for r in neg]) if neg else None,
@@ -223,7 +276,9 @@ def summarize(rows: list[dict], headline_rule: str | None = None, tuned_on: bool
     }
 
 
-HEADLINE_RULE = "judge+letter-rot+text-lift"
+# Picked by leave-one-out cross-validation on eval/mcq.jsonl: `letter-rot` won all 32 folds (CV 62.5%
+# with RAG in both orders; the in-sample table in eval/results/mcq.md). Fixed before the blind set was run.
+HEADLINE_RULE = "letter-rot"
 # The set the headline rule was chosen on (eval/mcq.jsonl, by content): on it the report leads with
 # the cross-validated numbers, on any other set with the fixed rule's.
 TUNING_SET_SHA256 = "00829255fb1d03afe9cfd3471a8877fc7ac6992016d5b9b26f66c7dab88cd63c"

@@ -62,6 +62,9 @@ def _mcq_head(r: dict) -> list[str]:
             f"{pct(fx.get('rag/original'))} | {pct(fx.get('rag/shuffled'))} |",
             f"| leave-one-out selection among the candidates | {pct(cv.get('rag/original'))} | "
             f"{pct(cv.get('rag/shuffled'))} |",
+            f"| logistic fit of {', '.join(h['logit_weights']) or 'the signals'} (leave-one-out; mean weights "
+            f"{list(h['logit_weights'].values())}) | {pct(h['logit_cv'].get('rag/original'))} | "
+            f"{pct(h['logit_cv'].get('rag/shuffled'))} |",
             f"| retrieval-only baseline (option/passage bigram overlap, single pick) | "
             f"{pct(h['retrieval_only_baseline'])} | – |",
             f"| chance (random answer set of the right size) | {pct(h['chance'])} | – |", "",
@@ -280,7 +283,8 @@ def summary(kind: str, r: dict) -> str:
     if kind == "mcq":
         h, c = r["headline"], r["meta"].get("score_cache") or {}
         s = (f"RAG {pct(h['rag_original'])} (shuffled {pct(h['rag_shuffled'])}), closed-book "
-             f"{pct(h['closed_original'])}, retrieval-only {pct(h['retrieval_only_baseline'])}, chance {pct(h['chance'])}")
+             f"{pct(h['closed_original'])} (shuffled {pct(h['closed_shuffled'])}), retrieval-only "
+             f"{pct(h['retrieval_only_baseline'])}, chance {pct(h['chance'])} [rule {h['rule']}, {h['source']}]")
         if c.get("from_disk"):
             s += f" [{c['from_disk']} of {c['from_disk'] + c['scored'] + c['repeated']} LLM scorings from the cache]"
         return s
@@ -318,7 +322,7 @@ def write(out: Path, result) -> list[Path]:
                 "abstain": abstain_markdown, "mcq-judge": mcq_judge_markdown}[kind]
     files = [out / f"{name}.md"]
     replace_text(files[0], markdown(r))
-    plot = {"mcq": (plots.plot_mcq, "mcq_by_category.png"), "retrieval": (plots.plot_retrieval, "retrieval_hit_at_k.png")}
+    plot = {"mcq": (plots.plot_mcq, f"{name}_by_category.png"), "retrieval": (plots.plot_retrieval, "retrieval_hit_at_k.png")}
     if kind in plot:
         draw, png = plot[kind]
         draw(r, out / png)
@@ -333,7 +337,7 @@ def _index_line(suite: str, r: dict) -> str:
     m = r["meta"]
     if suite == "mcq":
         h = r["headline"]
-        return (f"- [MCQ](mcq.md) ({m['n_items']} items): RAG {pct(h['rag_original'])} "
+        return (f"- [MCQ](mcq.md) ({m['n_items']} items, rule `{h['rule']}`, {h['source']}): RAG {pct(h['rag_original'])} "
                 f"(shuffled {pct(h['rag_shuffled'])}), closed-book {pct(h['closed_original'])}, "
                 f"retrieval-only {pct(h['retrieval_only_baseline'])}, chance {pct(h['chance'])}; {m['seconds']:.0f} s")
     if suite == "retrieval":

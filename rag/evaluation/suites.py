@@ -42,9 +42,10 @@ def _scorable_mcq(limit: int | None) -> tuple[list[dict], int]:
 def _mcq(a, o: Options, cache: ScoreCache) -> Result:
     items, excluded = _scorable_mcq(o.limit)
     r = mcq.run(a, items, cache, o.k, excluded=excluded, tuned_on=mcq_rules.is_tuning_set(data_dir() / "mcq.jsonl"))
-    r["meta"]["set"] = str(data_dir() / "mcq.jsonl")
+    r["meta"]["set"] = f"{data_dir().name}/mcq.jsonl"
     r["meta"]["score_cache"] = cache.stats()
-    return Result("mcq", "mcq", r)
+    # A second MCQ set kept in its own directory (eval/mcq_blind/mcq.jsonl) gets its own report.
+    return Result("mcq", data_dir().name if data_dir().name.startswith("mcq_") else "mcq", r)
 
 
 def _mcq_judge(a, o: Options, cache: ScoreCache) -> Result:
