@@ -21,7 +21,7 @@ CORE = ("mcq", "retrieval", "answers")  # `rag eval` with no suite; eval/results
 class Options:
     k: int | None = None  # passages per question (default: each suite's own)
     limit: int | None = None  # only the first N items (quick check; abstain then does not save its fit)
-    every: int | None = None  # answers --set: every N-th item
+    every: int | None = None  # answers --set, mcq: every N-th item
     answer_set: Path | None = None  # answers: a rubric set instead of the keyword set
 
 
@@ -33,14 +33,14 @@ class Result:
     title: str = ""
 
 
-def _scorable_mcq(limit: int | None) -> tuple[list[dict], int]:
+def _scorable_mcq(limit: int | None, every_nth: int | None = None) -> tuple[list[dict], int]:
     every = load_set("mcq.jsonl")
     items = [i for i in every if not i.get("excluded")]
-    return spread(items, limit=limit), len(every) - len(items)
+    return spread(items, every_nth, limit), len(every) - len(items)
 
 
 def _mcq(a, o: Options, cache: ScoreCache) -> Result:
-    items, excluded = _scorable_mcq(o.limit)
+    items, excluded = _scorable_mcq(o.limit, o.every)
     r = mcq.run(a, items, cache, o.k, excluded=excluded, tuned_on=mcq_rules.is_tuning_set(data_dir() / "mcq.jsonl"))
     r["meta"]["set"] = f"{data_dir().name}/mcq.jsonl"
     r["meta"]["score_cache"] = cache.stats()
