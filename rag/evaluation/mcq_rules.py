@@ -229,6 +229,14 @@ def _positions(rows: list[dict]) -> dict:
     return position
 
 
+def _pair(row: dict, cond: str, key) -> tuple[list[float], list[float]]:
+    """One signal list of the original pass and of the shuffled pass (key: a name or a rotation number)."""
+    a, b = row["signals"][cond], row["signals_shuffled"][cond]
+    if isinstance(key, int):
+        return a["letter"]["rotations"][key], b["letter"]["rotations"][key]
+    return a[key], b[key]
+
+
 def summarize(rows: list[dict], headline_rule: str | None = None, tuned_on: bool = False, **meta) -> dict:
     """Accuracy tables from per-item raw scores. `headline_rule`: the fixed rule (default HEADLINE_RULE);
     `tuned_on`: these are the items it was chosen on, so the headline is the cross-validated number."""
@@ -259,6 +267,9 @@ def summarize(rows: list[dict], headline_rule: str | None = None, tuned_on: bool
                 "rag_negated": _mean([r["correct"]["rag/original"] for r in neg]) if neg else None,
                 "rag_other": _mean([r["correct"]["rag/original"] for r in pos]) if pos else None}
     expl = [r for r in rows if r["explanation_retrieved"] is not None]
+    meta["order_difference"] = max((abs(x - y) for r in rows for c in ("rag", "closed")
+                                    for k in ("text", "judge") + tuple(range(len(r["signals"][c]["letter"]["rotations"])))
+                                    for x, y in zip(*_pair(r, c, k))), default=0.0)
     return {
         "meta": {**meta, "n_items": n, "multi_answer": sum(len(r["gold"]) > 1 for r in rows), "negated": len(neg),
                  "headline_rule": rule, "tuned_on": tuned_on, "candidates": CANDIDATES,

@@ -46,8 +46,8 @@ def _mcq_head(r: dict) -> list[str]:
             "log P(option text) as the answer, no option list shown; `judge` = log P(对) − log P(错) for \"is "
             "this candidate right?\", one option at a time; `letter-rot` = log P(letter) with the options listed, "
             "renormalised over the letters, averaged over every rotation of a canonical (text-sorted) order, so "
-            "each option is seen at each position and the given order is never shown; `letter` = the same in the "
-            "given order only (order-dependent, for comparison); `-lift` = with evidence minus closed-book (how "
+            "each option is seen at each position and the given order is never shown; `-lift` = with evidence "
+            "minus closed-book (how "
             "much the notes move the reader). Signals are centred per item and scaled by their spread over the "
             "set (no labels), then summed. A single-answer item gets exactly one answer; a multi-answer item "
             "every option the judge calls right, at least two.", "",
@@ -69,7 +69,10 @@ def _mcq_head(r: dict) -> list[str]:
             f"{pct(h['retrieval_only_baseline'])} | – |",
             f"| chance (random answer set of the right size) | {pct(h['chance'])} | – |", "",
             f"RAG (headline rule, original order) on negated stems {pct(h['rag_negated'])}, on the others "
-            f"{pct(h['rag_other'])}.", ""]
+            f"{pct(h['rag_other'])}. The shuffled column is a second scoring pass with the options given in a "
+            f"shuffled order (fixed seed, {m['shuffled_items']} items moved), not a copy: largest difference of "
+            f"any signal from the original pass {m.get('order_difference', 0):.3f} nats (floating point of "
+            "reused vs fresh KV caches).", ""]
 
 
 def _mcq_variants(r: dict) -> list[str]:
