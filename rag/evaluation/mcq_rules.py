@@ -267,9 +267,11 @@ def summarize(rows: list[dict], headline_rule: str | None = None, tuned_on: bool
                 "rag_negated": _mean([r["correct"]["rag/original"] for r in neg]) if neg else None,
                 "rag_other": _mean([r["correct"]["rag/original"] for r in pos]) if pos else None}
     expl = [r for r in rows if r["explanation_retrieved"] is not None]
-    meta["order_difference"] = max((abs(x - y) for r in rows for c in ("rag", "closed")
-                                    for k in ("text", "judge") + tuple(range(len(r["signals"][c]["letter"]["rotations"])))
-                                    for x, y in zip(*_pair(r, c, k))), default=0.0)
+    meta["order_difference"] = {
+        name: max((abs(x - y) for r in rows for c in ("rag", "closed")
+                   for k in (keys if keys else range(len(r["signals"][c]["letter"]["rotations"])))
+                   for x, y in zip(*_pair(r, c, k))), default=0.0)
+        for name, keys in (("text", ("text",)), ("judge", ("judge",)), ("letter", ()))}
     return {
         "meta": {**meta, "n_items": n, "multi_answer": sum(len(r["gold"]) > 1 for r in rows), "negated": len(neg),
                  "headline_rule": rule, "tuned_on": tuned_on, "candidates": CANDIDATES,

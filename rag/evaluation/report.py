@@ -35,7 +35,8 @@ def _mcq_head(r: dict) -> list[str]:
     lead = ("cross-validated: these are the items the rule was chosen on, so each item is answered by the "
             "rule selected on the other items (leave-one-out)" if m["tuned_on"] else
             "the fixed rule, chosen beforehand on another set; nothing was tuned on these items")
-    return [f"# MCQ accuracy ({m['n_items']} scorable items)", "",
+    subset = f", every {m['every']}th item of `{m.get('set', 'mcq.jsonl')}`" if m.get("every") else ""
+    return [f"# MCQ accuracy ({m['n_items']} scorable items{subset})", "",
             f"Generator `{m['model']}`, embedder `{m['embedder']}`. Exact match of the answer set; "
             f"{m['multi_answer']} multi-answer items, {m['negated']} negated stems; {m['excluded']} items excluded "
             f"by the data set. Wall time {m['seconds']:.0f} s.", "",
@@ -52,8 +53,11 @@ def _mcq_head(r: dict) -> list[str]:
             "set (no labels), then summed. A single-answer item gets exactly one answer; a multi-answer item "
             "every option the judge calls right, at least two.", "",
             f"**Headline rule: `{h['rule']}`**, picked among the candidate rules below by leave-one-out "
-            f"cross-validation on the in-house set (picked per fold: {h['cv_picked']}). Headline numbers here: "
-            f"{lead}.", "",
+            "cross-validation on the in-house set eval/mcq.jsonl"
+            + (f" (picked per fold: {h['cv_picked']})" if m["tuned_on"] else
+               f"; the leave-one-out row below re-runs that selection on these items, as a diagnostic "
+               f"(picked per fold here: {h['cv_picked']})")
+            + f". Headline numbers here: {lead}.", "",
             "| condition | original order | shuffled |", "|---|---|---|",
             f"| **RAG** (LLM + shared evidence) | **{pct(h['rag_original'])}** | **{pct(h['rag_shuffled'])}** |",
             f"| closed-book (same rule, no evidence; lift terms drop out) | {pct(h['closed_original'])} | "
@@ -70,9 +74,11 @@ def _mcq_head(r: dict) -> list[str]:
             f"| chance (random answer set of the right size) | {pct(h['chance'])} | – |", "",
             f"RAG (headline rule, original order) on negated stems {pct(h['rag_negated'])}, on the others "
             f"{pct(h['rag_other'])}. The shuffled column is a second scoring pass with the options given in a "
-            f"shuffled order (fixed seed, {m['shuffled_items']} items moved), not a copy: largest difference of "
-            f"any signal from the original pass {m.get('order_difference', 0):.3f} nats (floating point of "
-            "reused vs fresh KV caches).", ""]
+            f"shuffled order (fixed seed, {m['shuffled_items']} items moved): no prompt shows the given order, so "
+            "the judge and letter prompts are identical to the original pass's (their scores come from the "
+            "cache) and only the text continuations are scored again, in the other order; largest difference "
+            "from the original pass: " + ", ".join(f"{k} {v:.3f}" for k, v in m.get("order_difference", {}).items())
+            + " nats (numerics of reused vs freshly computed KV caches).", ""]
 
 
 def _mcq_variants(r: dict) -> list[str]:

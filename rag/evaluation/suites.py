@@ -43,6 +43,7 @@ def _mcq(a, o: Options, cache: ScoreCache) -> Result:
     items, excluded = _scorable_mcq(o.limit, o.every)
     r = mcq.run(a, items, cache, o.k, excluded=excluded, tuned_on=mcq_rules.is_tuning_set(data_dir() / "mcq.jsonl"))
     r["meta"]["set"] = f"{data_dir().name}/mcq.jsonl"
+    r["meta"]["every"] = o.every
     r["meta"]["score_cache"] = cache.stats()
     # A second MCQ set kept in its own directory (eval/mcq_blind/mcq.jsonl) gets its own report.
     return Result("mcq", data_dir().name if data_dir().name.startswith("mcq_") else "mcq", r)
