@@ -388,7 +388,7 @@ def _eval_parser(sub, common) -> None:
     s.add_argument("--set", type=Path, help="answers: a rubric set such as eval/answers_blind.jsonl; retrieval: a question set such as "
                    "eval/retrieval_heldout.jsonl (report named after it)")
     s.add_argument("--limit", type=_positive, help="only the first N items (quick check)")
-    s.add_argument("--every", type=_positive, help="answers --set: every N-th item (a spread subset)")
+    s.add_argument("--every", type=_positive, help="answers --set, mcq: every N-th item (a spread subset)")
     s.add_argument("--out", type=Path, default=Path("eval/results"), help="report directory")
     _add_setting(s, "top_k")
     s.add_argument("--no-cache", action="store_true", help="re-score every MCQ option (ignore cached LLM scores)")

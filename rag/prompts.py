@@ -73,11 +73,23 @@ NOT_COVERED_EN = "The documents do not cover this question, so I will not guess.
 REWRITE_SYSTEM = "把用户的追问改写成一个不依赖上下文、可以独立检索的完整问题。只输出改写后的问题本身。"
 REWRITE_USER = "对话历史:\n{history}\n\n追问: {question}\n\n改写后的独立问题:"
 
-# Multiple-choice scoring: the model is asked for the answer, and each option's text is scored
-# as the continuation of the "答案:" line.
+# Multiple-choice scoring (rag/evaluation/mcq.py). Every prompt of an item opens with the same head
+# (system, shared evidence, the question in its positive form) so the model reads it once (prefix
+# KV reuse); only the short task tail differs:
+#  - text: the option's text scored as the answer, no option list shown (order-free);
+#  - judge: "is this candidate right?" log-odds of 对/错, one option at a time (order-free);
+#  - letter: the option list in one rotation, the letter scored ("正确答案是: B"), averaged over
+#    the rotations so that every option is seen at every position.
+MCQ_SYSTEM = "你是深度学习考试答题助手。结合参考资料（如有）作答。"
+MCQ_HEAD = "{context}题目：{question}\n"
+MCQ_EVIDENCE = "参考资料：\n{evidence}\n\n"
+MCQ_TEXT_TAIL = "请直接写出正确答案的内容。"
+MCQ_TEXT_PREFIX = "答案："
+MCQ_LETTER_TAIL = "选项：\n{options}\n请选出正确选项。"
+MCQ_ANSWER_PREFIX = "正确答案是: "
+# The earlier one-prompt form (options listed, passages in full), still timed by `rag bench generation`.
 MCQ_USER = "{context}问题: {question}\n选项:\n{options}\n\n请给出正确选项的内容。"
 MCQ_CONTEXT = "参考资料:\n{passages}\n\n"
-MCQ_ANSWER_PREFIX = "正确答案是: "
 
 
 def format_passages(hits, max_chars: int = 500) -> str:
@@ -134,6 +146,16 @@ def option_messages(question: str, option: str, evidence: str | None) -> list[di
     context = OPTION_CONTEXT.format(evidence=evidence) if evidence else ""
     return [{"role": "system", "content": OPTION_SYSTEM},
             {"role": "user", "content": OPTION_USER.format(context=context, question=question, option=option)}]
+
+
+MCQ_JUDGE_TAIL = "候选答案：{option}\n这个候选答案对吗？只回答“对”或“错”。"
+
+
+def mcq_messages(question: str, evidence: str | None, tail: str) -> list[dict]:
+    """One MCQ prompt: the item's shared head (evidence, question) and a task tail (MCQ_*_TAIL)."""
+    context = MCQ_EVIDENCE.format(evidence=evidence) if evidence else ""
+    return [{"role": "system", "content": MCQ_SYSTEM},
+            {"role": "user", "content": MCQ_HEAD.format(context=context, question=question) + tail}]
 
 
 def support_messages(evidence: str, claim: str) -> list[dict]:

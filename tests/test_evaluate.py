@@ -227,7 +227,7 @@ class PassageScorer(FakeGenerator):
     option list in the prompt, so every option would look supported)."""
 
     def score(self, messages, prefix, continuations):
-        context = messages[-1]["content"].split("问题:")[0]
+        context = messages[-1]["content"].split("题目：")[0]
         return super().score([{"role": "user", "content": context}], prefix, continuations)
 
 
@@ -252,12 +252,17 @@ def test_eval_all_end_to_end_with_fakes(assistant, eval_data, tmp_path, capsys):
     mcq = json.loads((out / "mcq.json").read_text("utf-8"))
     assert mcq["meta"]["n_items"] == 2 and mcq["meta"]["excluded"] == 1
     assert mcq["headline"]["chance"] == pytest.approx((1 / 2 + 1 / 3) / 2)
-    # the fake scores an option's text by its overlap with the passages (letters mean nothing to it)
-    assert mcq["variants"]["rag/original/text-pmi/gap"]["exact"] == 1.0
+    # the fake scores an option's text by its overlap with the evidence (letters and 对/错 mean nothing to it)
+    assert mcq["variants"]["rag/original/text"]["exact"] == 1.0
+    assert mcq["variants"]["rag/original/text-lift"]["exact"] == 1.0
+    assert len(set(mcq["items"][0]["signals"]["closed"]["text"])) == 1  # no evidence: nothing to overlap with
     assert 0.0 <= mcq["headline"]["rag_original"] <= 1.0
     item = mcq["items"][1]
     assert item["perm"][2] == 2  # "以上都对" stays last
-    assert set(item["scores"]) == {"rag/original", "rag/shuffled", "closed/original", "closed/shuffled"}
+    assert set(item["signals"]) == {"rag", "closed"}
+    assert len(item["signals"]["rag"]["letter"]["rotations"]) == 2  # two free options, "以上都对" pinned
+    first = mcq["items"][0]
+    assert "测试时关闭 Dropout" in first["evidence"] and first["question"] not in first["evidence"]
     ret = json.loads((out / "retrieval.json").read_text("utf-8"))
     assert ret["table"]["hybrid/heading"]["hit@1"] == 1.0
     assert ret["table"]["bm25/paraphrase"]["hit@5"] == 1.0
@@ -309,8 +314,6 @@ def test_missing_eval_set_is_a_typed_error(assistant, tmp_path, monkeypatch, cap
 def test_answer_prefix_whitespace_moves_into_the_continuations():
     assert mcq_suite.split_prefix("正确答案是: ") == ("正确答案是:", " ")
     assert mcq_suite.split_prefix("答案:") == ("答案:", "")
-    assert mcq_suite.continuations(["正确的", "错误的"], "letter", " ") == [" A", " B"]
-    assert mcq_suite.continuations(["正确的", "错误的"], "text", " ") == [" 正确的", " 错误的"]
 
 
 # ---------------------------------------------------------------- the evaluation package's parts

@@ -11,20 +11,27 @@ a double negation; a multi-answer item takes every option judged right (log-odds
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Sequence
 
 from .data import each
 
 # Negations in a question stem, each with its positive form.
-_NEGATED = [("不正确", "正确"), ("错误", "正确"), ("不对", "对"), ("不可取", "可取"), ("不属于", "属于"),
-            ("不是", "是"), ("不能", "能"), ("不会", "会"), ("不包括", "包括"), ("不需要", "需要"),
-            ("不适合", "适合"), ("不合理", "合理"), ("不恰当", "恰当"), ("incorrect", "correct"),
-            ("false", "true"), ("not ", "")]
+_NEGATED = [("不正确", "正确"), ("错误", "正确"), ("有误", "正确"), ("错的", "对的"), ("不对", "对"),
+            ("不可取", "可取"), ("不属于", "属于"), ("不是", "是"), ("不能", "能"), ("不会", "会"),
+            ("不包括", "包括"), ("不包含", "包含"), ("不需要", "需要"), ("不适合", "适合"), ("不适用", "适用"),
+            ("不合理", "合理"), ("不恰当", "恰当"), ("不可以", "可以"), ("不用于", "用于"), ("不具有", "具有"),
+            ("不具备", "具备"), ("不常用", "常用"), ("incorrect", "correct"), ("false", "true"),
+            ("except", ""), ("not ", "")]
+# "这种说法正确还是错误?" asks for a verdict, not for the wrong option.
+_VERDICT = re.compile(r"(正确|对)\s*(还是|或|或者)\s*(错误|错)|是否正确|对不对|true or false", re.IGNORECASE)
 
 
 def positive_form(question: str) -> tuple[str, bool]:
     """(the stem with its negation removed, whether it was negated)."""
+    if _VERDICT.search(question):
+        return question, False
     low = question.lower()
     for neg, pos in _NEGATED:
         i = low.find(neg)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..atomic import replace_text
 from .metrics import OFF
-from .mcq import SCORINGS, letters
+from .mcq import letters
 from .retrieval import MODES
 from .suites import CORE
 
@@ -31,49 +31,72 @@ def cell(text: str, n: int) -> str:
 
 def _mcq_head(r: dict) -> list[str]:
     m, h = r["meta"], r["headline"]
-    return [f"# MCQ accuracy ({m['n_items']} scorable items)", "",
-            f"Generator `{m['model']}`, embedder `{m['embedder']}`, {m['k']} passages per question (hybrid retrieval "
-            f"on question + options). Exact match of the answer set; {m['multi_answer']} multi-answer items; "
-            f"{m['excluded']} items excluded by the data set (options lost). Options scored as the continuation of "
-            "the answer line; answer set = every option within ln 2 of the best score (softmax share >= 1/2 of "
-            f"the best; fixed a priori). Headline scoring: `{m['headline_scoring']}` (chosen by the variant table "
-            "below, i.e. on this same data). Shuffled = options permuted with a fixed seed "
-            f"({m['shuffled_items']} items changed order; options that refer to others stay in place). "
-            f"Wall time {m['seconds']:.0f} s.", "",
+    cv, fx = h["cross_validated"], h["fixed_rule"]
+    lead = ("cross-validated: these are the items the rule was chosen on, so each item is answered by the "
+            "rule selected on the other items (leave-one-out)" if m["tuned_on"] else
+            "the fixed rule, chosen beforehand on another set; nothing was tuned on these items")
+    subset = f", every {m['every']}th item of `{m.get('set', 'mcq.jsonl')}`" if m.get("every") else ""
+    return [f"# MCQ accuracy ({m['n_items']} scorable items{subset})", "",
+            f"Generator `{m['model']}`, embedder `{m['embedder']}`. Exact match of the answer set; "
+            f"{m['multi_answer']} multi-answer items, {m['negated']} negated stems; {m['excluded']} items excluded "
+            f"by the data set. Wall time {m['seconds']:.0f} s.", "",
+            "**How an item is answered.** One scoring pass per item. The evidence is shared by all options "
+            f"(retrieved once for the question + all options, {m['k']} passages, the item's own text removed, "
+            "cut to its best sentences). A negated stem (\"哪个不正确/不可取\") is asked in its positive form and "
+            "the *worst* option is taken. Signals per option, each with the evidence and closed-book: `text` = "
+            "log P(option text) as the answer, no option list shown; `judge` = log P(对) − log P(错) for \"is "
+            "this candidate right?\", one option at a time; `letter-rot` = log P(letter) with the options listed, "
+            "renormalised over the letters, averaged over every rotation of a canonical (text-sorted) order, so "
+            "each option is seen at each position and the given order is never shown; `-lift` = with evidence "
+            "minus closed-book (how "
+            "much the notes move the reader). Signals are centred per item and scaled by their spread over the "
+            "set (no labels), then summed. A single-answer item gets exactly one answer; a multi-answer item "
+            "every option the judge calls right, at least two.", "",
+            f"**Headline rule: `{h['rule']}`**, picked among the candidate rules below by leave-one-out "
+            "cross-validation on the in-house set eval/mcq.jsonl"
+            + (f" (picked per fold: {h['cv_picked']})" if m["tuned_on"] else
+               f"; the leave-one-out row below re-runs that selection on these items, as a diagnostic "
+               f"(picked per fold here: {h['cv_picked']})")
+            + f". Headline numbers here: {lead}.", "",
             "| condition | original order | shuffled |", "|---|---|---|",
-            f"| **RAG** (LLM + retrieved passages) | **{pct(h['rag_original'])}** | {pct(h['rag_shuffled'])} |",
-            f"| closed-book (same LLM, no passages) | {pct(h['closed_original'])} | {pct(h['closed_shuffled'])} |",
+            f"| **RAG** (LLM + shared evidence) | **{pct(h['rag_original'])}** | **{pct(h['rag_shuffled'])}** |",
+            f"| closed-book (same rule, no evidence; lift terms drop out) | {pct(h['closed_original'])} | "
+            f"{pct(h['closed_shuffled'])} |",
+            f"| the fixed rule `{h['rule']}` applied to all items (in-sample if tuned on) | "
+            f"{pct(fx.get('rag/original'))} | {pct(fx.get('rag/shuffled'))} |",
+            f"| leave-one-out selection among the candidates | {pct(cv.get('rag/original'))} | "
+            f"{pct(cv.get('rag/shuffled'))} |",
+            f"| logistic fit of {', '.join(h['logit_weights']) or 'the signals'} (leave-one-out; mean weights "
+            f"{list(h['logit_weights'].values())}) | {pct(h['logit_cv'].get('rag/original'))} | "
+            f"{pct(h['logit_cv'].get('rag/shuffled'))} |",
             f"| retrieval-only baseline (option/passage bigram overlap, single pick) | "
             f"{pct(h['retrieval_only_baseline'])} | – |",
-            f"| chance (random answer set of the right size) | {pct(h['chance'])} | – |", ""]
+            f"| chance (random answer set of the right size) | {pct(h['chance'])} | – |", "",
+            f"RAG (headline rule, original order) on negated stems {pct(h['rag_negated'])}, on the others "
+            f"{pct(h['rag_other'])}. The shuffled column is a second scoring pass with the options given in a "
+            f"shuffled order (fixed seed, {m['shuffled_items']} items moved): no prompt shows the given order, so "
+            "the judge and letter prompts are identical to the original pass's (their scores come from the "
+            "cache) and only the text continuations are scored again, in the other order; largest difference "
+            "from the original pass: " + ", ".join(f"{k} {v:.3f}" for k, v in m.get("order_difference", {}).items())
+            + " nats (numerics of reused vs freshly computed KV caches).", ""]
 
 
 def _mcq_variants(r: dict) -> list[str]:
-    out = ["## Scoring variants (exact match; Jaccard in brackets)", "",
-           "`text` = the option's text is the scored continuation, `letter` = its letter alone (the model "
-           "answers \"B. text\"; one token, so sum = mean). `sum` = total log-prob, `mean` = per token, `pmi` = "
-           "sum minus the same continuation's log-prob when the question and the n options are \"N/A\" "
-           "(content-free calibration; for letters: the model's prior for each position). `top1` = single best "
-           "option; `gap` = the multi-answer rule above.", "",
-           "| scoring | RAG | RAG shuffled | closed-book | closed-book shuffled |", "|---|---|---|---|---|"]
-    for sc in SCORINGS:
-        for rule in ("top1", "gap"):
-            cells = [f"{pct(r['variants'][f'{co}/{sc}/{rule}']['exact'])} ({r['variants'][f'{co}/{sc}/{rule}']['jaccard']:.2f})"
-                     for co in ("rag/original", "rag/shuffled", "closed/original", "closed/shuffled")]
-            bold = "**" if (sc, rule) == (r["meta"]["headline_scoring"], "gap") else ""
-            out.append(f"| {bold}{sc}/{rule}{bold} | " + " | ".join(cells) + " |")
-    out += ["", "## Gap-rule sensitivity (post hoc; the rule used is 0.5)", "",
-            "| scoring | " + " | ".join(f"ratio {x}" for x in (1.0, 0.75, 0.5, 0.25, 0.1)) + " |",
-            "|---|---|---|---|---|---|"]
-    for key, vals in r["gap_sensitivity"].items():
-        out.append(f"| {key} | " + " | ".join(pct(v) for v in vals.values()) + " |")
+    out = ["## Every candidate rule, in-sample (exact match; Jaccard in brackets)", "",
+           "Choosing the best row of this table on the same items would overstate it; the headline above "
+           "does not.", "", "| rule | RAG | RAG shuffled | closed-book | closed-book shuffled |", "|---|---|---|---|---|"]
+    for rule in r["meta"]["candidates"]:
+        cells = [f"{pct(r['variants'][f'{co}/{rule}']['exact'])} ({r['variants'][f'{co}/{rule}']['jaccard']:.2f})"
+                 for co in ("rag/original", "rag/shuffled", "closed/original", "closed/shuffled")]
+        bold = "**" if rule == r["meta"]["headline_rule"] else ""
+        out.append(f"| {bold}{rule}{bold} | " + " | ".join(cells) + " |")
     return out
 
 
 def _mcq_breakdown(r: dict) -> list[str]:
-    out = ["", "## Breakdown (headline scoring, original order)", "", "| group | n | RAG | closed-book | baseline |",
+    out = ["", "## Breakdown (headline rule, original order)", "", "| group | n | RAG | closed-book | baseline |",
            "|---|---|---|---|---|"]
-    for name in ("by_answer_size", "by_derived_from", "by_explanation_retrieved"):
+    for name in ("by_answer_size", "by_stem", "by_derived_from"):
         for g, v in r[name].items():
             out.append(f"| {g} | {v['n']} | {pct(v['rag'])} | {pct(v['closed'])} | {pct(v['baseline'])} |")
     out += ["", f"Gold explanation among the retrieved passages: {pct(r['explanation_retrieved_rate'])} of items "
@@ -82,15 +105,15 @@ def _mcq_breakdown(r: dict) -> list[str]:
     for co, counts in r["predicted_positions"].items():
         out.append(f"- predicted positions, {co}: {counts}")
     out += ["", "## Per item", "",
-            "| id | category | question | gold | RAG | RAG shuf. | closed | baseline | expl. retrieved | top passages |",
+            "| id | question | gold | neg. | RAG | RAG shuf. | closed | baseline | RAG rule score per option | evidence |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for it in r["items"]:
         mark = lambda co: ("✓ " if it["correct"][co] else "✗ ") + (letters(it["pred"][co]) or "∅")  # noqa: E731
-        top = "; ".join(f"{p['source']}:{p['line']} {cell(p['heading'], 24)}" for p in it["passages"])
-        out.append(f"| {it['id']} | {cell(' '.join(it['category']), 20)} | {cell(it['question'], 50)} | "
-                   f"{letters(it['gold'])} | {mark('rag/original')} | {mark('rag/shuffled')} | "
-                   f"{mark('closed/original')} | {letters(it['baseline']['pred'])} | "
-                   f"{ {True: 'yes', False: 'no', None: '–'}[it['explanation_retrieved']]} | {cell(top, 120)} |")
+        sc = " ".join(f"{x:+.1f}" for x in it["rule_scores"]["rag/original"])
+        out.append(f"| {it['id']} | {cell(it['question'], 40)} | {letters(it['gold'])} | "
+                   f"{'yes' if it['negated'] else ''} | {mark('rag/original')} | {mark('rag/shuffled')} | "
+                   f"{mark('closed/original')} | {letters(it['baseline']['pred'])} | {sc} | "
+                   f"{cell(it['evidence'] or '–', 80)} |")
     return out
 
 
@@ -269,7 +292,8 @@ def summary(kind: str, r: dict) -> str:
     if kind == "mcq":
         h, c = r["headline"], r["meta"].get("score_cache") or {}
         s = (f"RAG {pct(h['rag_original'])} (shuffled {pct(h['rag_shuffled'])}), closed-book "
-             f"{pct(h['closed_original'])}, retrieval-only {pct(h['retrieval_only_baseline'])}, chance {pct(h['chance'])}")
+             f"{pct(h['closed_original'])} (shuffled {pct(h['closed_shuffled'])}), retrieval-only "
+             f"{pct(h['retrieval_only_baseline'])}, chance {pct(h['chance'])} [rule {h['rule']}, {h['source']}]")
         if c.get("from_disk"):
             s += f" [{c['from_disk']} of {c['from_disk'] + c['scored'] + c['repeated']} LLM scorings from the cache]"
         return s
@@ -307,7 +331,7 @@ def write(out: Path, result) -> list[Path]:
                 "abstain": abstain_markdown, "mcq-judge": mcq_judge_markdown}[kind]
     files = [out / f"{name}.md"]
     replace_text(files[0], markdown(r))
-    plot = {"mcq": (plots.plot_mcq, "mcq_by_category.png"), "retrieval": (plots.plot_retrieval, f"{name}_hit_at_k.png")}
+    plot = {"mcq": (plots.plot_mcq, f"{name}_by_category.png"), "retrieval": (plots.plot_retrieval, f"{name}_hit_at_k.png")}
     if kind in plot:
         draw, png = plot[kind]
         draw(r, out / png)
@@ -322,7 +346,7 @@ def _index_line(suite: str, r: dict) -> str:
     m = r["meta"]
     if suite == "mcq":
         h = r["headline"]
-        return (f"- [MCQ](mcq.md) ({m['n_items']} items): RAG {pct(h['rag_original'])} "
+        return (f"- [MCQ](mcq.md) ({m['n_items']} items, rule `{h['rule']}`, {h['source']}): RAG {pct(h['rag_original'])} "
                 f"(shuffled {pct(h['rag_shuffled'])}), closed-book {pct(h['closed_original'])}, "
                 f"retrieval-only {pct(h['retrieval_only_baseline'])}, chance {pct(h['chance'])}; {m['seconds']:.0f} s")
     if suite == "retrieval":

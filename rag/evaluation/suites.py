@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import answers, mcq, mcq_judge, retrieval, tuning
+from . import answers, mcq, mcq_judge, mcq_rules, retrieval, tuning
 from .cache import ScoreCache
-from .data import load_jsonl, load_set, spread
+from .data import data_dir, load_jsonl, load_set, spread
 
 CORE = ("mcq", "retrieval", "answers")  # `rag eval` with no suite; eval/results/README.md summarises these
 
@@ -21,7 +21,7 @@ CORE = ("mcq", "retrieval", "answers")  # `rag eval` with no suite; eval/results
 class Options:
     k: int | None = None  # passages per question (default: each suite's own)
     limit: int | None = None  # only the first N items (quick check; abstain then does not save its fit)
-    every: int | None = None  # answers --set: every N-th item
+    every: int | None = None  # answers --set, mcq: every N-th item
     answer_set: Path | None = None  # answers: a rubric set instead of the keyword set; retrieval: another set
 
 
@@ -33,17 +33,20 @@ class Result:
     title: str = ""
 
 
-def _scorable_mcq(limit: int | None) -> tuple[list[dict], int]:
+def _scorable_mcq(limit: int | None, every_nth: int | None = None) -> tuple[list[dict], int]:
     every = load_set("mcq.jsonl")
     items = [i for i in every if not i.get("excluded")]
-    return spread(items, limit=limit), len(every) - len(items)
+    return spread(items, every_nth, limit), len(every) - len(items)
 
 
 def _mcq(a, o: Options, cache: ScoreCache) -> Result:
-    items, excluded = _scorable_mcq(o.limit)
-    r = mcq.run(a, items, cache, o.k, excluded=excluded)
+    items, excluded = _scorable_mcq(o.limit, o.every)
+    r = mcq.run(a, items, cache, o.k, excluded=excluded, tuned_on=mcq_rules.is_tuning_set(data_dir() / "mcq.jsonl"))
+    r["meta"]["set"] = f"{data_dir().name}/mcq.jsonl"
+    r["meta"]["every"] = o.every
     r["meta"]["score_cache"] = cache.stats()
-    return Result("mcq", "mcq", r)
+    # A second MCQ set kept in its own directory (eval/mcq_blind/mcq.jsonl) gets its own report.
+    return Result("mcq", data_dir().name if data_dir().name.startswith("mcq_") else "mcq", r)
 
 
 def _mcq_judge(a, o: Options, cache: ScoreCache) -> Result:
