@@ -223,13 +223,17 @@ def passage_of(chunk):
     return Passage(tuple(p for p in pieces if p))
 
 
+def _quote_rank(e: Evidence) -> float:
+    return e.score + QUOTE_TOP_PASSAGE * (e.n == 1)
+
+
 def quoted(evidence: list[Evidence]) -> Evidence:
     """The sentence an answer opens with, quoted verbatim: the best-scored one, the top passage's ahead on
     near-ties (QUOTE_TOP_PASSAGE: the quote held the gold sentence for 35.4% of the tuning questions
     against 33.3% by score alone; `rag eval evidence`). A sentence that only
     announces what follows ("原因如下：") is quoted together with the sentence after it, which holds
     the content (they were chosen together)."""
-    i = max(range(len(evidence)), key=lambda k: evidence[k].score + QUOTE_TOP_PASSAGE * (evidence[k].n == 1))
+    i = max(range(len(evidence)), key=lambda k: _quote_rank(evidence[k]))
     top = evidence[i]
     nxt = evidence[i + 1] if i + 1 < len(evidence) else None
     if nxt and LEANS_ON_NEXT.search(top.text) and nxt.n == top.n and nxt.start >= top.end:
@@ -241,12 +245,11 @@ def quotes(evidence: list[Evidence]) -> list[Evidence]:
     """What the answer quotes, in the note's order: `quoted`'s sentence, and the next best sentence of
     the same passage when it scores within QUOTE_SECOND of it (one passage: one citation)."""
     top = quoted(evidence)
-    rank = lambda e: e.score + QUOTE_TOP_PASSAGE * (e.n == 1)  # noqa: E731  (quoted's order)
     rest = [e for e in evidence if e.n == top.n and (e.end <= top.start or e.start >= top.end)]
     if not rest:
         return [top]
-    second = max(rest, key=rank)
-    if rank(second) < QUOTE_SECOND * rank(top) or len(top.text) + len(second.text) > QUOTE_MAX_CHARS:
+    second = max(rest, key=_quote_rank)
+    if _quote_rank(second) < QUOTE_SECOND * _quote_rank(top) or len(top.text) + len(second.text) > QUOTE_MAX_CHARS:
         return [top]
     return sorted([top, second], key=lambda e: e.start)
 

@@ -131,10 +131,9 @@ def evidence_messages(question: str, evidence, hits) -> list[dict]:
 QUOTE_JOIN = "……"  # between two quoted sentences of one passage that are not next to each other
 
 
-def quote_prefix(quoted, chunk_text: str | None = None, chunk_start: int = 0) -> str:
+def quote_prefix(quoted: list, chunk_text: str | None = None, chunk_start: int = 0) -> str:
     """The system-written opening of an evidence answer: the quoted sentences (one passage, note order),
     verbatim. Adjacent ones keep the note's own joint (`chunk_text` from `chunk_start` in the file)."""
-    quoted = quoted if isinstance(quoted, list) else [quoted]
     text = quoted[0].text.strip()
     for a, b in zip(quoted, quoted[1:]):
         gap = chunk_text[a.end - chunk_start:b.start - chunk_start] if chunk_text is not None else None
