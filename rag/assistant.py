@@ -270,8 +270,7 @@ class Assistant:
         if not covered:
             return self._declined(turn, p_covered)
         said = quotes(evidence)
-        chunk = retrieval.hits[said[0].n - 1].chunk
-        return messages, prompts.quote_prefix(said, chunk.text, chunk.start), p_covered
+        return messages, prompts.quote_prefix(said, retrieval.hits[said[0].n - 1].chunk), p_covered
 
     def _stream(self, turn: "_Turn", messages: list[dict], prefix: str, parts: list[str]) -> Iterator[Event]:
         """Run the model, collecting its text in `parts`. The stream shows only sentences the cheap checks
@@ -350,8 +349,12 @@ class Assistant:
         judge = self.judge(messages, passages)
         if judge is None:
             return None
+        return cal.probability(self.abstain_signals(retrieval, evidence, judge))
+
+    def abstain_signals(self, retrieval: Retrieval, evidence: list[Evidence], judge: float) -> list[float]:
+        """The calibration's inputs (rag.abstain.FEATURES), here and in `rag eval abstain` alike."""
         unseen = unseen_terms(retrieval.query, self.index().bm25.legs["jieba"])
-        return cal.probability(features(retrieval, best_score(evidence), judge, unseen))
+        return features(retrieval, best_score(evidence), judge, unseen)
 
     def answer(self, question: str, k: int | None = None, history=None) -> Answer:
         for event in self.ask(question, k, history):

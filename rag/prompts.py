@@ -101,6 +101,13 @@ def format_passages(hits, max_chars: int = 500) -> str:
     return "\n\n".join(parts)
 
 
+def note_joint(chunk, a, b, apart: str) -> str:
+    """What goes between sentences `a` and `b` of one chunk: the note's own joint where they are adjacent
+    in it (no space inside Chinese text), else `apart`."""
+    gap = chunk.text[a.end - chunk.start:b.start - chunk.start] if a.end <= b.start else None
+    return gap if gap in ("", " ") else apart
+
+
 def format_evidence(evidence, hits) -> str:
     """Evidence grouped by passage: its question heading once, then the chosen sentences, which keep the
     note's own joint where they are adjacent in it (no space inside Chinese text; and the model's
@@ -113,8 +120,7 @@ def format_evidence(evidence, hits) -> str:
         chunk = hits[n - 1].chunk
         text = es[0].text
         for a, b in zip(es, es[1:]):
-            gap = chunk.text[a.end - chunk.start:b.start - chunk.start] if a.end <= b.start else None
-            text += (gap if gap in ("", " ") else " ") + b.text
+            text += note_joint(chunk, a, b, " ") + b.text
         out.append(EVIDENCE_GROUP.format(n=n, heading=chunk.heading or "-", sentences=text))
     return "\n".join(out)
 
@@ -131,13 +137,12 @@ def evidence_messages(question: str, evidence, hits) -> list[dict]:
 QUOTE_JOIN = "……"  # between two quoted sentences of one passage that are not next to each other
 
 
-def quote_prefix(quoted: list, chunk_text: str | None = None, chunk_start: int = 0) -> str:
-    """The system-written opening of an evidence answer: the quoted sentences (one passage, note order),
-    verbatim. Adjacent ones keep the note's own joint (`chunk_text` from `chunk_start` in the file)."""
+def quote_prefix(quoted: list, chunk) -> str:
+    """The system-written opening of an evidence answer: the quoted sentences of `chunk` (note order),
+    verbatim; adjacent ones keep the note's own joint."""
     text = quoted[0].text.strip()
     for a, b in zip(quoted, quoted[1:]):
-        gap = chunk_text[a.end - chunk_start:b.start - chunk_start] if chunk_text is not None else None
-        text += (gap if gap in ("", " ") else QUOTE_JOIN) + b.text.strip()
+        text += note_joint(chunk, a, b, QUOTE_JOIN) + b.text.strip()
     return QUOTE_PREFIX.format(n=quoted[0].n, sentence=text)
 
 

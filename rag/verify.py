@@ -41,7 +41,7 @@ _CONSTANT = re.compile(r"(?<![\d.])\d+\.\d+(?![\d.])")
 
 def invented_constants(claim: str, evidence: list[Evidence], question: str = "") -> list[str]:
     """Decimal numbers in the claim that no evidence sentence and not the question contain."""
-    given = question + " ".join(e.text for e in evidence)
+    given = "\n".join([question, *(e.text for e in evidence)])
     return [c for c in _CONSTANT.findall(claim) if c not in given]
 
 

@@ -258,11 +258,12 @@ def test_a_close_second_sentence_of_the_same_passage_joins_the_quote_in_note_ord
     said = quotes(ev)
     assert [e.text for e in said] == ["它放在线性层和激活之间。", "这样激活的输入分布稳定。"]
     # adjacent in the note: the note's own joint, one quote, one citation
-    assert prompts.quote_prefix(said, text, 0) == "依据[1]：“它放在线性层和激活之间。这样激活的输入分布稳定。”\n所以，"
+    chunk = Chunk("c1", "a.md", "BN 放在哪里？", text, 0, len(text), 1, "0" * 64)
+    assert prompts.quote_prefix(said, chunk) == "依据[1]：“它放在线性层和激活之间。这样激活的输入分布稳定。”\n所以，"
     # not adjacent: an ellipsis marks the gap
     apart = [Evidence(1, "它放在线性层和激活之间。", "a.md", 1, first, second, 1.0),
              Evidence(1, "别的话题。", "a.md", 1, third, len(text), 0.8)]
-    assert prompts.quote_prefix(quotes(apart), text, 0).startswith("依据[1]：“它放在线性层和激活之间。……别的话题。”")
+    assert prompts.quote_prefix(quotes(apart), chunk).startswith("依据[1]：“它放在线性层和激活之间。……别的话题。”")
     # a distant second (below QUOTE_SECOND of the best) or another passage's sentence is not quoted
     weak = [ev[0], Evidence(1, "这样激活的输入分布稳定。", "a.md", 1, second, third, 0.5), ev[2]]
     assert [e.text for e in quotes(weak)] == ["它放在线性层和激活之间。"]

@@ -46,8 +46,7 @@ def abstain_items(items: Sequence[dict]) -> list[dict]:
 def abstain_rows(a, items: Sequence[dict], k: int | None = None) -> list[dict]:
     """The abstain signals of each question, the LLM judge included (one short scoring each)."""
     from .. import prompts
-    from ..abstain import features, unseen_terms
-    from ..evidence import best_score, select_evidence
+    from ..evidence import select_evidence
 
     rows = []
     for it in each(items, a.progress, "abstain"):
@@ -56,8 +55,7 @@ def abstain_rows(a, items: Sequence[dict], k: int | None = None) -> list[dict]:
         # the judge as questions meet it: linked from the chunk caches when the assistant links them
         judge = a.judge(prompts.evidence_messages(it["question"], ev, ret.hits), a.linked_passages(ret.hits)) \
             if ev else -10.0
-        unseen = unseen_terms(it["question"], a.index().bm25.legs["jieba"])
-        x = features(ret, best_score(ev), judge if judge is not None else 0.0, unseen)
+        x = a.abstain_signals(ret, ev, judge if judge is not None else 0.0)
         rows.append({"id": it["id"], "covered": covered_of(it), "x": x})
     return rows
 
