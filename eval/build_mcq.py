@@ -4,7 +4,7 @@
 Usage:  python eval/build_mcq.py [--src PATH] [--out PATH]
 
 * --src defaults to corpus/dl_mcq_36.txt (relative to the repo root); if that
-  file is absent it falls back to /work/shared/seeds/000_*.txt.
+  file is absent it falls back to ../shared/seeds/000_*.txt (beside the repository).
 * --out defaults to eval/mcq.jsonl.  Output is deterministic (same input ->
   byte-identical output).
 
@@ -51,7 +51,8 @@ import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SRC = os.path.join(REPO_ROOT, "corpus", "dl_mcq_36.txt")
-FALLBACK_GLOB = "/work/shared/seeds/000_*.txt"
+FALLBACK_GLOB = os.path.join(os.path.dirname(REPO_ROOT),
+                             "shared", "seeds", "000_*.txt")  # ../shared beside the repository
 DEFAULT_OUT = os.path.join(REPO_ROOT, "eval", "mcq.jsonl")
 EXPECTED_COUNT = 36
 

@@ -14,7 +14,7 @@ Checks eval/mcq.jsonl, eval/retrieval.jsonl and eval/answers.jsonl:
     warning; coverage of every question heading (heading item + paraphrase).
 
 Corpus files are read from corpus/<name>; if missing, from the original seed
-files in /work/shared/seeds (same text).
+files in ../shared/seeds beside the repository (same text).
 
 `lang` convention (retrieval.jsonl): "en" = no CJK characters; "mixed" = Latin
 letters make up >= 30% of (Latin letters + CJK characters); otherwise "zh"
@@ -30,7 +30,7 @@ from collections import Counter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL = os.path.join(REPO, "eval")
-SEED_DIR = "/work/shared/seeds"
+SEED_DIR = os.path.join(os.path.dirname(REPO), "shared", "seeds")
 SOURCES = {  # corpus name -> seed file prefix
     "dl_mcq_36.txt": "000_",
     "dl_interview_12.txt": "001_",
