@@ -211,6 +211,47 @@ class Assistant:
     def search(self, query: str, k: int | None = None, mode: str = "hybrid") -> Retrieval:
         return self.retriever().search(query, k or self.settings.top_k, mode=mode)
 
+    @cached_property
+    def translator(self):
+        from .translate import Translator
+
+        return Translator(self.generator)
+
+    def _notes_chinese(self) -> bool:
+        from .translate import notes_are_chinese
+
+        index = self.index()
+        if getattr(self, "_chinese_for", None) != index.path:
+            self._chinese, self._chinese_for = notes_are_chinese(index.chunks), index.path
+        return self._chinese
+
+    def translation(self, question: str) -> str | None:
+        """The Chinese translation an English question over Chinese notes is searched with (rag.translate),
+        or None: another language, other notes, or settings.translate="off"."""
+        from .translate import is_english
+
+        if self.settings.translate == "off" or not is_english(question) or not self._notes_chinese():
+            return None
+        return self.translator(question)
+
+    def search_text(self, question: str) -> str:
+        from .translate import search_text
+
+        return search_text(question, self.translation(question))
+
+    def retrieve(self, question: str, k: int | None = None, timings: dict | None = None) -> Retrieval:
+        """Retrieval as a question meets it: an English question over Chinese notes is searched together
+        with the model's Chinese translation."""
+        from .translate import search_text
+
+        t = time.perf_counter()
+        translation = self.translation(question)
+        if timings is not None and translation is not None:
+            timings["translate"] = time.perf_counter() - t
+        retrieval = self.search(search_text(question, translation), k)
+        retrieval.translation = translation
+        return retrieval
+
     def rewrite(self, question: str, history: list[tuple[str, str]]) -> str:
         """Stand-alone version of a follow-up question, using the last turns of the conversation."""
         if not history:
@@ -228,11 +269,12 @@ class Assistant:
         t0 = time.perf_counter()
         question = clean_query(question)
         query = self.rewrite(question, history) if history else question
-        t_rewrite = time.perf_counter() - t0
-        retrieval = self.search(query, k)
+        timings = {"rewrite": time.perf_counter() - t0}
+        retrieval = self.retrieve(query, k, timings)
+        query = retrieval.query  # what was searched: with an English question, its translation too
         evidence = select_evidence(query, retrieval.hits, self.embedder) if retrieval.hits else []
-        turn = _Turn(question, query, retrieval, evidence, t0,
-                     {"rewrite": t_rewrite, "retrieval": time.perf_counter() - t0 - t_rewrite})
+        timings["retrieval"] = time.perf_counter() - t0 - timings["rewrite"] - timings.get("translate", 0.0)
+        turn = _Turn(question, query, retrieval, evidence, t0, timings)
         yield Event("retrieved", retrieval=retrieval, text=query, evidence=evidence)
         turn.timings["evidence_shown"] = time.perf_counter() - t0
         plan = self._plan(turn)
@@ -353,7 +395,8 @@ class Assistant:
 
     def abstain_signals(self, retrieval: Retrieval, evidence: list[Evidence], judge: float) -> list[float]:
         """The calibration's inputs (rag.abstain.FEATURES), here and in `rag eval abstain` alike."""
-        unseen = unseen_terms(retrieval.query, self.index().bm25.legs["jieba"])
+        # A translation is a Chinese question: its Latin words are terms (LoRA, GELU) the notes may lack.
+        unseen = unseen_terms(retrieval.translation or retrieval.query, self.index().bm25.legs["jieba"])
         return features(retrieval, best_score(evidence), judge, unseen)
 
     def answer(self, question: str, k: int | None = None, history=None) -> Answer:

@@ -222,6 +222,8 @@ def _streamed(a, q: str, args, stream: bool):
     shown, answer = "", None
     for ev in a.ask(q, args.top_k):
         if ev.kind == "retrieved" and not (args.json or args.file):
+            if ev.retrieval.translation:
+                print(f"searched with the translation: {ev.retrieval.translation}")
             _print_evidence(ev.evidence)
         elif ev.kind == "token" and stream:
             print(ev.text, end="", flush=True)
@@ -251,6 +253,7 @@ def cmd_ask(args) -> int:
         _print_sources(answer)
         t = answer.timings
         print(f"\n({'retrieval %.2fs' % t.get('retrieval', 0)}"
+              + (f", translation {t['translate']:.2f}s" if "translate" in t else "")
               + (f", evidence shown {t['evidence_shown']:.2f}s" if "evidence_shown" in t else "")
               + (f", first token {t['first_token']:.1f}s" if "first_token" in t else "")
               + f", total {t.get('total', 0):.1f}s)", file=sys.stderr)

@@ -78,6 +78,10 @@ class Settings:
                        lo=0, hi=1_000_000)
     ef_search: int = _opt(0, "HNSW search breadth (0: the value saved with the index)", "--ef-search",
                           lo=0, hi=1_000_000)
+    # English questions over Chinese notes are searched with the LLM's Chinese translation added (rag.translate):
+    # English hit@5 on the tuning sets 0.76-0.86 -> 0.97-1.0, for ~1 s of generation (eval/results/translation.md).
+    translate: str = _opt("auto", "English questions over Chinese notes: search with the LLM's Chinese translation "
+                          "added (auto) or as asked (off)", "--translate", ("auto", "off"))
     # doc2query (rag.doc2query): the generator writes keywords and student questions per chunk at index time.
     # Off by default, measured (eval/results/doc2query.md): on the blind paraphrase set MRR@5 +0.03 and hit@1
     # +7 points, but hit@5 one question lower; and the first pass costs ~50 min of both cores, which every

@@ -1,7 +1,8 @@
 """Deterministic stand-ins for the real models, chosen by spec string like any model.
 
 `--embedder fake` / `RAG_EMBEDDER=fake`: hashed character bigrams (similar strings, similar vectors).
-`--generator fake`: answers by restating the quoted or first passage sentence, cited.
+`--generator fake`: answers by restating the quoted or first passage sentence, cited; "translates" an
+English question into the Chinese glossary equivalents of its terms (rag.translate).
 `--generator fake:reply=<text>`: always answers <text>.
 `--generator fake:delay=0.05,rewrite=<text>`: the paced, misbehaving-on-cue ScriptedGenerator (server tests, soak).
 They need no model package, so `RAG_EMBEDDER=fake RAG_GENERATOR=fake rag ask …` runs anywhere in seconds.
@@ -62,7 +63,9 @@ class FakeGenerator:
         self.prefixes.append(prefix)
         self.passages.append(tuple(passages))
         text = self.reply
-        if text is None:
+        if text is None and messages[0]["content"] == _translate_system():
+            text = _glossary_translation(messages[-1]["content"])
+        elif text is None:
             user = messages[-1]["content"]
             m = re.search(r"\[1\][^\n]*\n([^。\n]{4,80})", user)
             n = 1
@@ -83,6 +86,20 @@ class FakeGenerator:
             hit = sum(1 for g in grams if g in context) / len(grams)
             out.append((float(np.log(hit + 1e-3)), max(1, len(c) // 2)))
         return out
+
+
+def _translate_system() -> str:
+    from .prompts import TRANSLATE_SYSTEM
+
+    return TRANSLATE_SYSTEM
+
+
+def _glossary_translation(question: str) -> str:
+    """The fake's "translation" of an English question: the Chinese equivalents the glossary gives its terms."""
+    from .lexical import glossary_matches
+
+    zh = [o for _, others in glossary_matches(question) for o in others if re.search(r"[\u4e00-\u9fff]", o)]
+    return " ".join(dict.fromkeys(zh))
 
 
 class ScriptedGenerator(FakeGenerator):

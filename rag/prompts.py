@@ -69,6 +69,27 @@ SUPPORT_YES, SUPPORT_NO = "是", "否"
 NOT_COVERED_ZH = "资料库中没有找到能回答这个问题的内容，所以我不作回答。下面是最接近的几段资料，供参考："
 NOT_COVERED_EN = "The documents do not cover this question, so I will not guess. The closest passages are listed below:"
 
+# English questions are searched with their Chinese translation added (rag/translate.py). Two worked
+# examples on everyday topics: the model copies the format (one line, the notes' terms, abbreviations
+# kept) instead of answering the question.
+TRANSLATE_SYSTEM = (
+    "把英文的深度学习面试问题翻译成中文，使用中文教材里的标准术语（如 梯度消失、过拟合、批归一化、感受野、池化、"
+    "激活函数），英文缩写保留原样。只输出翻译后的中文问题。"
+)
+TRANSLATE_SHOTS = (
+    ("Why does my model do great on training data but badly on new data, and how do I fix it?",
+     "为什么模型在训练集上表现很好，在新数据上表现很差（过拟合），怎么解决？"),
+    ("Why do people shuffle the training data every epoch?", "为什么每个 epoch 都要打乱训练数据的顺序？"),
+)
+
+
+def translation_messages(question: str) -> list[dict]:
+    messages = [{"role": "system", "content": TRANSLATE_SYSTEM}]
+    for english, chinese in TRANSLATE_SHOTS:
+        messages += [{"role": "user", "content": english}, {"role": "assistant", "content": chinese}]
+    return messages + [{"role": "user", "content": question}]
+
+
 # Follow-up questions are rewritten into stand-alone questions before retrieval.
 REWRITE_SYSTEM = "把用户的追问改写成一个不依赖上下文、可以独立检索的完整问题。只输出改写后的问题本身。"
 REWRITE_USER = "对话历史:\n{history}\n\n追问: {question}\n\n改写后的独立问题:"

@@ -64,6 +64,7 @@ class Retrieval:
     covered: bool
     best_coverage: float
     best_dense: float
+    translation: str | None = None  # an English question's Chinese translation, searched with it (rag.translate)
 
 
 def clean_query(text: str, max_chars: int = MAX_QUERY_CHARS) -> str:

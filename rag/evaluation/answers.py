@@ -95,6 +95,10 @@ def score_item(item: dict, ans) -> dict:
            "evidence_gold": evidence_has_gold(ans.evidence, gs) if gs else None,
            "cited": [{"source": c.source, "line": c.line, "gold": is_gold(c, gs) if gs else None} for c in cited],
            "verification": ans.verified.note() if ans.verified else "",
+           # every answer sentence's check, so failures can be read (and checks tuned on tuning sets)
+           "verdicts": [{"claim": v.claim, "status": v.status, "support": round(v.support, 3),
+                         "judge": None if v.judge is None else round(v.judge, 3)}
+                        for v in (ans.verified.verdicts if ans.verified else [])],
            "first_token": ans.timings.get("first_token"), "evidence_shown": ans.timings.get("evidence_shown"),
            "seconds": ans.timings.get("total")}
     if "must" in item and cov:

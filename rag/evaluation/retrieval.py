@@ -16,12 +16,14 @@ COVERAGE_GRID = [round(x * 0.025, 3) for x in range(0, 41)] + [OFF]
 DENSE_GRID = [round(0.3 + x * 0.01, 2) for x in range(0, 71)] + [OFF]
 
 
-def _rank_item(it: dict, retriever, index) -> dict:
+def _rank_item(it: dict, retriever, index, searched=lambda q: q) -> dict:
+    """`searched`: what the assistant searches for a question (hybrid only: an English question with its
+    translation, rag.translate); the single legs rank the question as asked."""
     t0 = time.perf_counter()
     golds = golds_of(it)
     row = {"id": it["id"], "kind": it["kind"], "lang": it.get("lang"), "question": it["question"], "ranks": {}}
     for mode in MODES:
-        r = retriever.search(it["question"], MAX_K, mode=mode)
+        r = retriever.search(searched(it["question"]) if mode == "hybrid" else it["question"], MAX_K, mode=mode)
         chunks = [h.chunk for h in r.hits]
         row["ranks"][mode] = first_gold_rank(chunks, golds) if golds else None
         if mode == "hybrid":
@@ -38,7 +40,7 @@ def run(a, items: Sequence[dict]) -> dict:
     index = a.index()
     retriever = Retriever(index, a.embedder, candidates=max(a.settings.candidates, MAX_K), rrf_k=a.settings.rrf_k)
     t_start = time.perf_counter()
-    rows = [_rank_item(it, retriever, index) for it in each(items, a.progress, "retrieval")]
+    rows = [_rank_item(it, retriever, index, a.search_text) for it in each(items, a.progress, "retrieval")]
     return summarize(rows, COVERAGE_THRESHOLD, DENSE_THRESHOLD, seconds=time.perf_counter() - t_start,
                      embedder=a.settings.embedder, chunks=len(index.chunks))
 

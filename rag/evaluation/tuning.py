@@ -21,8 +21,8 @@ def run_evidence(a, items: Sequence[dict], k: int | None = None) -> dict:
         gs = golds_of(it)
         if not covered_of(it) or not gs or not any(g[2] for g in gs):
             continue
-        ret = a.search(it["question"], k)
-        ev = select_evidence(it["question"], ret.hits, a.embedder)
+        ret = a.retrieve(it["question"], k)
+        ev = select_evidence(ret.query, ret.hits, a.embedder)
         top = quotes(ev) if ev else []  # the sentences the answer opens with
         rows.append({"id": it["id"], "gold_rank": first_gold_rank([h.chunk for h in ret.hits], gs),
                      "evidence_gold": evidence_has_gold(ev, gs), "quote_gold": evidence_has_gold(top, gs),
@@ -50,8 +50,8 @@ def abstain_rows(a, items: Sequence[dict], k: int | None = None) -> list[dict]:
 
     rows = []
     for it in each(items, a.progress, "abstain"):
-        ret = a.search(it["question"], k)
-        ev = select_evidence(it["question"], ret.hits, a.embedder) if ret.hits else []
+        ret = a.retrieve(it["question"], k)
+        ev = select_evidence(ret.query, ret.hits, a.embedder) if ret.hits else []
         # the judge as questions meet it: linked from the chunk caches when the assistant links them
         judge = a.judge(prompts.evidence_messages(it["question"], ev, ret.hits), a.linked_passages(ret.hits)) \
             if ev else -10.0

@@ -211,7 +211,9 @@ def answer_id_in(value) -> str | None:
 def retrieval_message(question: str, query: str, retrieval) -> dict:
     """A collapsed 'thought' message showing what was actually searched."""
     rewritten = query.strip() != question.strip()
-    title = f"🔎 检索了 {len(retrieval.hits)} 段资料" + (" · 追问已改写为独立问题" if rewritten else "")
+    translated = bool(getattr(retrieval, "translation", None))
+    how = " · 英文问题加上中文译文检索" if translated else " · 追问已改写为独立问题"
+    title = f"🔎 检索了 {len(retrieval.hits)} 段资料" + (how if rewritten else "")
     lines = [f'<div><b>检索查询：</b>{esc(query)}</div>']
     if rewritten:
         lines.append(f'<div class="rag-dim">原问题：{esc(question)}</div>')
