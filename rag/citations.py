@@ -20,6 +20,8 @@ FAKE_SOURCE = re.compile(
     rf"|[{_OPEN}][^{_CLOSE}\n]{{0,80}}?\.(?:pdf|txt|md|markdown|html?|docx?)\b[^{_CLOSE}\n]{{0,40}}[{_CLOSE}]",
     re.IGNORECASE)
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]+|\n|$)|\n")
+# "…过程。 [1]": a citation written after the full stop belongs to the sentence before it.
+_CITED_AFTER_STOP = re.compile(r"([。！？!?]+)[ \t]*((?:\[\d{1,3}(?:\s*[,，、]\s*\d{1,3})*\][ \t]*)+)")
 SUPPORT_THRESHOLD = 0.35
 UNSUPPORTED = 0.15  # a cited passage sharing less than this with its sentence does not support it
 CLEARLY_BETTER = 0.3  # ...nor does one that another passage out-supports by this margin
@@ -73,6 +75,7 @@ def check_citations(answer: str, passages: list[str], threshold: float = SUPPORT
 
     text = FAKE_SOURCE.sub("", answer)
     text = CITATION.sub(keep_valid, text)
+    text = _CITED_AFTER_STOP.sub(lambda m: " " + m.group(2).strip() + m.group(1), text)
     attached: list[int] = []
     replaced: list[tuple[int, int]] = []
     pieces = []

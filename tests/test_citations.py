@@ -46,3 +46,9 @@ def test_citation_out_supported_by_another_passage_is_swapped():
     passages = ["面试的时候最好能背出梯度下降的步骤", "dropout只在训练的时候用,让一部分神经元随机失活"]
     c = check_citations("测试的时候不用 dropout [1]。", passages)
     assert c.cited == [2] and c.replaced == [(1, 2)]
+
+
+def test_a_citation_after_the_full_stop_belongs_to_its_sentence():
+    # the model wrote "…过程。 [1]": it was kept as a stray "[1]" and a second one attached before the stop
+    c = check_citations("dropout在测试过程中不会影响测试过程。 [1]", ["Dropout只会影响训练过程,而不会影响测试过程。"])
+    assert c.text == "dropout在测试过程中不会影响测试过程 [1]。" and c.attached == []
