@@ -4,8 +4,8 @@ Two rewrites by the local generator, each searched four ways, on the tuning sets
 non-heading questions:
   keywords     every question rewritten into a line of the notes' Chinese terms (KEYWORD_* below;
                the issue's "rewrite into the notes' vocabulary"): not shipped
-  translation  English questions translated into Chinese (rag.prompts.TRANSLATE_*; shipped as
-               rag.translate for English questions; mixed questions measured for the record)
+  translation  English and mixed questions translated into Chinese (rag.prompts.TRANSLATE_*; shipped as
+               rag.translate for questions whose letters are at least 30% Latin)
 Ways: `question` (as asked, = main), `+ rewrite` (question and rewrite as one query: shipped),
 `rewrite only`, `rrf w` (the two rankings fused by reciprocal rank, the rewrite's weight w).
     python eval/compare_translation.py --index-dir index [--set SET ...] [--json OUT]
@@ -51,7 +51,8 @@ def keyword_messages(q: str) -> list[dict]:
 
 REWRITES = {  # name -> (messages, assistant prefix, which questions)
     "keywords": (keyword_messages, KEYWORD_PREFIX, lambda it: True),
-    "translation": (prompts.translation_messages, "", lambda it: it.get("lang") in ("en", "mixed")),
+    "translation": (prompts.translation_messages, "",
+                    lambda it: is_english(it["question"]) or it.get("lang") in ("en", "mixed")),
 }
 
 
@@ -102,7 +103,8 @@ def main() -> int:
                 only = r.search(rw, 30).hits if rw else base
                 got = {"question": base, "+ rewrite": joint, "rewrite only": only,
                        **{f"rrf {w}": _rrf([base, only], [1.0, w]) for w in (0.25, 0.5, 1.0)}}
-                lang = "en" if is_english(q) else it.get("lang", "zh")
+                # the set's label; "zh*": labelled zh, but Latin-heavy enough for rag.translate to translate it
+                lang = it.get("lang", "zh") + ("*" if it.get("lang") == "zh" and is_english(q) else "")
                 row = {"set": set_path, "rewrite": name, "id": it["id"], "lang": lang, "question": q, "text": rw}
                 for way, hits in got.items():
                     rank = first_gold_rank([h.chunk for h in hits[:10]], golds)

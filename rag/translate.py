@@ -4,7 +4,7 @@ The notes are Chinese and no Chinese-English embedding model installs offline, s
 reaches a Chinese note only through the few terms the glossary knows: on the tuning sets the gold
 passage was in the top 5 for 76-86% of English questions against 94% of Chinese ones. The local LLM
 translates well enough for retrieval: the question is searched as "English question + its Chinese
-translation" (one ~1 s generation, English questions only). Measured on the tuning sets
+translation" (one ~1 s generation, English and mostly-English questions only). Measured on the tuning sets
 (`python eval/compare_translation.py`, eval/results/translation.md), against searching a keyword
 rewrite of every question (which lost on Chinese paraphrases) and the translation alone.
 
@@ -22,6 +22,9 @@ from . import prompts
 MAX_CHARS = 200  # a translation longer than this is the model talking, not translating
 CACHE_ITEMS = 256  # recent translations kept per process (a chat UI asks the same question again)
 MIN_LATIN_WORDS = 2
+# The eval sets' "mixed" convention. Mixed questions were measured too (eval/results/translation.md): hit@5
+# unchanged, MRR@5 +0.01 to +0.06 on the three tuning sets, so they are translated as well.
+LATIN_SHARE = 0.3
 SAMPLE_CHUNKS = 200  # chunks read to tell whether the notes are Chinese
 CHINESE_NOTES = 0.2  # share of CJK among the sampled chunks' letters above which the notes count as Chinese
 
@@ -30,8 +33,11 @@ _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 
 
 def is_english(question: str) -> bool:
-    """No Chinese character and at least two Latin words ("BN?" alone is a term, not a sentence)."""
-    return not _CJK.search(question) and len(_LATIN_WORD.findall(question)) >= MIN_LATIN_WORDS
+    """Mostly English: Latin letters are at least LATIN_SHARE of the letters, in at least two Latin words
+    ("BN?" alone is a term, not a sentence). Chinese questions with a few English terms are searched as
+    asked; those with many ("mixed": "BN 和 LN 在 batch size 很小的时候谁更稳") gain from the translation too."""
+    return (len(_LATIN_WORD.findall(question)) >= MIN_LATIN_WORDS
+            and 1.0 - chinese_share([question]) >= LATIN_SHARE)
 
 
 def chinese_share(texts) -> float:

@@ -78,7 +78,17 @@ def rubric_name(set_path: Path, answer_style: str, every: int | None) -> str:
 
 
 def _tuning_set() -> list[dict]:
-    return load_set("retrieval.jsonl") + load_set("answers.jsonl")
+    return load_set("retrieval.jsonl") + load_set("answers.jsonl") + _tune_set()
+
+
+# Written like the blind set (detail questions, 40 near-topic) but about other facts (eval/TUNE_NOTES.md):
+# all of it goes into the abstain fit, where the older sets give their out-of-corpus questions and a
+# quarter of their paraphrases.
+TUNE_SET = "answers_tune.jsonl"
+
+
+def _tune_set() -> list[dict]:
+    return load_set(TUNE_SET) if (data_dir() / TUNE_SET).exists() else []  # (another RAG_EVAL_DATA may lack it)
 
 
 def _evidence(a, o: Options, cache: ScoreCache) -> Result:
@@ -86,7 +96,8 @@ def _evidence(a, o: Options, cache: ScoreCache) -> Result:
 
 
 def _abstain(a, o: Options, cache: ScoreCache) -> Result:
-    items = spread(tuning.abstain_items(_tuning_set()), limit=o.limit)
+    items = spread(tuning.abstain_items(load_set("retrieval.jsonl") + load_set("answers.jsonl"))
+                   + _tune_set(), limit=o.limit)
     return Result("abstain", "abstain", tuning.run_abstain(a, items, o.k, save=not o.limit))
 
 
