@@ -39,6 +39,14 @@ def test_paraphrases_and_english(real, q, source, heading):
                for h in hits)
 
 
+def test_english_question_reaches_the_chinese_note_through_its_translation(real):
+    # searched as asked, the gold note is not in the top 10; with the model's translation it is first
+    q = "Is the convolution in a CNN the same as mathematical convolution?"
+    r = real.retrieve(q, k=5)
+    assert r.translation and "卷积" in r.translation
+    assert any("翻转卷积核" in h.chunk.text for h in r.hits), r.translation
+
+
 def test_dropout_answer_is_correct_and_cited(real):
     ans = real.answer("测试的时候要用 dropout 吗？")
     assert not ans.abstained and ans.sources
