@@ -96,7 +96,7 @@ def unseen_terms(question: str, keyword_leg) -> float:
     if not _CJK.search(question):
         return 0.0
     words = [w for w in set(keyword_leg.analyze(question)) if not _CJK.search(w) and len(w) >= 3 and not w.isdigit()]
-    return float(sum(keyword_leg.backend.doc_freq(w) == 0 and not glossary_matches(w) for w in words))
+    return float(sum(keyword_leg.doc_freq(w) == 0 and not glossary_matches(w) for w in words))
 
 
 def features(retrieval, evidence_score: float, judge: float, unseen: float) -> list[float]:

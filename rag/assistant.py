@@ -301,7 +301,9 @@ class Assistant:
             return prompts.answer_messages(turn.question, retrieval.hits), "", None
         if not retrieval.hits or not evidence:
             return self._declined(turn)
-        unknown = unknown_names(turn.query, self.index().bm25.legs["jieba"])
+        # An English question's translation keeps its names (LoRA, Kaiming) and puts its ordinary words,
+        # which an English sentence may capitalize ("Global Average Pooling"), into Chinese.
+        unknown = unknown_names(retrieval.translation or turn.query, self.index().bm25.legs["jieba"])
         if unknown:
             return self._declined(turn, 0.0, unknown)
         messages = prompts.evidence_messages(turn.question, evidence, retrieval.hits)

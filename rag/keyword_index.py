@@ -171,6 +171,10 @@ class KeywordLeg:
     def __len__(self) -> int:
         return len(self.backend)
 
+    def doc_freq(self, term: str) -> int:
+        """How many live chunks contain `term` (one of this leg's analyzed terms)."""
+        return self.backend.doc_freq(term)
+
     def search(self, query: str, k: int = 10, expand: bool = True) -> list[LexicalHit]:
         q = analyze_query(query, self.analyze, expand)
         base, weights = q.base, q.weights

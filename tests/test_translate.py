@@ -90,3 +90,25 @@ def test_a_failed_translation_searches_the_question(settings):
     a = Assistant(settings, embedder=FakeEmbedder(), generator=gen)
     r = a.retrieve("How do you deal with exploding gradients?")
     assert r.translation is None and r.query == "How do you deal with exploding gradients?"
+
+
+class _Translating(FakeGenerator):
+    def __init__(self, translation: str):
+        super().__init__()
+        self.translation = translation
+
+    def stream(self, messages, max_tokens=256, prefix="", passages=()):
+        if messages[0]["content"] == prompts.TRANSLATE_SYSTEM:
+            yield self.translation
+            return
+        yield from super().stream(messages, max_tokens, prefix, passages)
+
+
+def test_unknown_names_are_read_from_the_translation(settings):
+    # "Global Average Pooling": an English sentence capitalizes ordinary words; translated, they are Chinese
+    a = Assistant(settings, embedder=FakeEmbedder(), generator=_Translating("全局平均池化能代替梯度裁剪吗？"))
+    assert a.answer("Can Global Average Pooling replace gradient clipping?").unknown == []
+    # a name the notes lack stays in the translation, and is declined
+    a = Assistant(settings, embedder=FakeEmbedder(), generator=_Translating("LoRA 能缓解梯度爆炸吗？"))
+    ans = a.answer("Can LoRA help with exploding gradients?")
+    assert ans.abstained and ans.unknown == ["LoRA"]
