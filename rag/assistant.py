@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import prompts
+from .prompts import is_chinese
 from .abstain import features, load_calibration, unknown_names, unseen_terms
 from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations, numbers_in
@@ -85,6 +86,7 @@ class _Turn:
     t0: float
     timings: dict
     passages: tuple = ()  # with chunk_kv on: the passages the model may link instead of reading
+    asked: str = ""  # the stand-alone question (a follow-up rewritten), before any translation was added
 
     # Read for every streamed piece (releasable): computed once per question, not per token.
     @cached_property
@@ -270,11 +272,12 @@ class Assistant:
         question = clean_query(question)
         query = self.rewrite(question, history) if history else question
         timings = {"rewrite": time.perf_counter() - t0}
-        retrieval = self.retrieve(query, k, timings)
+        asked = query
+        retrieval = self.retrieve(asked, k, timings)
         query = retrieval.query  # what was searched: with an English question, its translation too
         evidence = select_evidence(query, retrieval.hits, self.embedder) if retrieval.hits else []
         timings["retrieval"] = time.perf_counter() - t0 - timings["rewrite"] - timings.get("translate", 0.0)
-        turn = _Turn(question, query, retrieval, evidence, t0, timings)
+        turn = _Turn(question, query, retrieval, evidence, t0, timings, asked=asked)
         yield Event("retrieved", retrieval=retrieval, text=query, evidence=evidence)
         turn.timings["evidence_shown"] = time.perf_counter() - t0
         plan = self._plan(turn)
@@ -301,9 +304,11 @@ class Assistant:
             return prompts.answer_messages(turn.question, retrieval.hits), "", None
         if not retrieval.hits or not evidence:
             return self._declined(turn)
-        # An English question's translation keeps its names (LoRA, Kaiming) and puts its ordinary words,
-        # which an English sentence may capitalize ("Global Average Pooling"), into Chinese.
-        unknown = unknown_names(retrieval.translation or turn.query, self.index().bm25.legs["jieba"])
+        unknown = unknown_names(turn.asked, self.index().bm25.legs["jieba"])
+        if retrieval.translation and not is_chinese(turn.asked):
+            # An English sentence may capitalize ordinary words ("Global Average Pooling"); its translation
+            # puts those into Chinese and keeps the names (LoRA, Kaiming).
+            unknown = [w for w in unknown if w in retrieval.translation]
         if unknown:
             return self._declined(turn, 0.0, unknown)
         messages = prompts.evidence_messages(turn.question, evidence, retrieval.hits)

@@ -130,6 +130,9 @@ class ScriptedGenerator(FakeGenerator):
             self.prompts.append(messages)
             yield self.rewrite
             return
+        if messages[0]["content"] == prompts.TRANSLATE_SYSTEM:  # the cues act on the answer, not the search
+            yield from super().stream(messages, max_tokens, prefix)
+            return
         user = messages[-1]["content"]
         if "stallnow" in user:
             yield "卡"

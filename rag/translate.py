@@ -84,7 +84,7 @@ class Translator:
         raw = ""
         for piece in self.generator.stream(prompts.translation_messages(question), max_tokens=self.max_tokens):
             raw += piece
-            if "\n" in raw.strip():
+            if "\n" in raw.strip() or len(raw) > MAX_CHARS:
                 break  # one line is the translation; what follows is the model explaining itself
         out = parse(raw)
         self._cache[question] = out

@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from rag import prompts
 from rag.fakes import FakeEmbedder, FakeGenerator
 from rag.abstain import Calibration, fit, load_calibration
 from rag.assistant import Assistant
@@ -203,7 +204,9 @@ def test_names_no_note_mentions_decline_before_the_model_reads(settings):
     assert unknown_names("LoRA 和 Dropout 有什么关系？", leg) == ["LoRA"]
     assert unknown_names("Does Dropout help at test time? What about BN?", leg) == []
     ans = a.answer("LoRA 微调时测试阶段要用 Dropout 吗？")
-    assert ans.abstained and ans.unknown == ["LoRA"] and "LoRA" in ans.text and gen.prompts == []
+    assert ans.abstained and ans.unknown == ["LoRA"] and "LoRA" in ans.text
+    # the model read nothing but the question (mostly Latin letters: translated for the search)
+    assert all(p[0]["content"] == prompts.TRANSLATE_SYSTEM for p in gen.prompts)
 
 
 @pytest.mark.parametrize("question, expected", [
@@ -280,6 +283,20 @@ def test_an_invented_decimal_constant_is_removed_even_when_the_model_would_vouch
     # a constant the question or the evidence gives stays
     assert invented_constants("学习率取 0.01 时 [1]。", ev, question="学习率 0.01 合适吗") == []
     assert invented_constants("输出尺寸为 1918 [1]。", ev) == []  # integers may be worked out
+
+
+def test_a_claim_built_from_words_the_reader_was_not_given_is_removed_whatever_the_model_says():
+    from rag.verify import novel, verify_answer
+
+    ev = [Evidence(1, "这个条件是多层神经网络的基础,保证多层网络不退化成单层线性网络。", "a.md", 1, 0, 40, 1.0)]
+    q = "网络一深，靠前那几层的梯度就几乎没了，有什么简单的办法缓解？"
+    invented = "梯度裁剪通过限制梯度的大小来防止梯度消失或爆炸，从而提高模型的训练效果。"
+    assert novel(invented, ev, q)
+    v = verify_answer(invented, ev, scorer=lambda *a: [(0.0, 1), (-9.0, 1)], question=q)  # a judge saying "是"
+    assert v.text == "" and v.removed == 1
+    # restating the question with the evidence's words is not novel; an English claim is not judged this way
+    assert not novel("网络一深，多层网络会退化成单层线性网络吗 [1]。", ev, q)
+    assert not novel("Deep networks need non-linearity, or they collapse into one linear layer [1].", ev, q)
 
 
 def test_the_options_of_an_exam_question_in_the_notes_are_not_evidence():
