@@ -341,7 +341,7 @@ class Assistant:
                 if not held:
                     text = "".join(parts)
                     upto, held = releasable(text, shown, turn.evidence, turn.quotes, len(turn.retrieval.hits),
-                                             turn.alternatives, turn.question)
+                                             turn.alternatives, turn.query)
                     if upto > shown:
                         yield Event("token", text=text[shown:upto])
                         shown = upto
@@ -359,8 +359,10 @@ class Assistant:
         checked = check_citations(raw, [h.chunk.embed_text() for h in turn.retrieval.hits])
         verified, text = None, checked.text
         if self.settings.answer_style == "evidence":
+            # What the reader was given besides the evidence: the question as searched (an English one with
+            # its Chinese translation, so a Chinese conclusion restating it is not "novel").
             verified = verify_answer(checked.text, turn.evidence, self._scorer(), turn.quotes, turn.alternatives,
-                                     turn.question)
+                                     turn.query)
             if verified.text and verified.verdicts and verified.verdicts[0].status in KEPT:
                 text = prefix + verified.text
             else:  # the conclusion went: the quote stands alone (or before the evidence that replaced it)
