@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import prompts
-from .prompts import is_chinese
 from .abstain import features, load_calibration, unknown_names, unseen_terms
 from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations, numbers_in
@@ -305,7 +304,7 @@ class Assistant:
         if not retrieval.hits or not evidence:
             return self._declined(turn)
         unknown = unknown_names(turn.asked, self.index().bm25.legs["jieba"])
-        if retrieval.translation and not is_chinese(turn.asked):
+        if retrieval.translation and not prompts.is_chinese(turn.asked):
             # An English sentence may capitalize ordinary words ("Global Average Pooling"); its translation
             # puts those into Chinese and keeps the names (LoRA, Kaiming).
             unknown = [w for w in unknown if w in retrieval.translation]
