@@ -16,6 +16,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import prompts
+
 
 class FakeEmbedder:
     """Hashed character-bigram vectors: similar strings get similar vectors, no model needed."""
@@ -63,7 +65,7 @@ class FakeGenerator:
         self.prefixes.append(prefix)
         self.passages.append(tuple(passages))
         text = self.reply
-        if text is None and messages[0]["content"] == _translate_system():
+        if text is None and messages[0]["content"] == prompts.TRANSLATE_SYSTEM:
             text = _glossary_translation(messages[-1]["content"])
         elif text is None:
             user = messages[-1]["content"]
@@ -86,12 +88,6 @@ class FakeGenerator:
             hit = sum(1 for g in grams if g in context) / len(grams)
             out.append((float(np.log(hit + 1e-3)), max(1, len(c) // 2)))
         return out
-
-
-def _translate_system() -> str:
-    from .prompts import TRANSLATE_SYSTEM
-
-    return TRANSLATE_SYSTEM
 
 
 def _glossary_translation(question: str) -> str:
@@ -123,8 +119,6 @@ class ScriptedGenerator(FakeGenerator):
 
     def stream(self, messages, max_tokens=256, prefix="", passages=()):
         import time
-
-        from rag import prompts
 
         if messages[0]["content"] == prompts.REWRITE_SYSTEM and self.rewrite:
             self.prompts.append(messages)
