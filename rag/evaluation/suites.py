@@ -77,8 +77,12 @@ def rubric_name(set_path: Path, answer_style: str, every: int | None) -> str:
     return set_path.stem + ("" if answer_style == "evidence" else f"_{answer_style}") + (f"_every{every}" if every else "")
 
 
+def _older_sets() -> list[dict]:
+    return load_set("retrieval.jsonl") + load_set("answers.jsonl")
+
+
 def _tuning_set() -> list[dict]:
-    return load_set("retrieval.jsonl") + load_set("answers.jsonl") + _tune_set()
+    return _older_sets() + _tune_set()
 
 
 # Written like the blind set (detail questions, 40 near-topic) but about other facts (eval/TUNE_NOTES.md):
@@ -96,8 +100,7 @@ def _evidence(a, o: Options, cache: ScoreCache) -> Result:
 
 
 def _abstain(a, o: Options, cache: ScoreCache) -> Result:
-    items = spread(tuning.abstain_items(load_set("retrieval.jsonl") + load_set("answers.jsonl"))
-                   + _tune_set(), limit=o.limit)
+    items = spread(tuning.abstain_items(_older_sets()) + _tune_set(), limit=o.limit)
     return Result("abstain", "abstain", tuning.run_abstain(a, items, o.k, save=not o.limit))
 
 
