@@ -19,6 +19,14 @@ FAKE_SOURCE = re.compile(
     rf"[{_OPEN}]\s*(?:sources?|来源|出处|ref|引用|参考|资料)\s*[:：][^{_CLOSE}\n]*[{_CLOSE}]"
     rf"|[{_OPEN}][^{_CLOSE}\n]{{0,80}}?\.(?:pdf|txt|md|markdown|html?|docx?)\b[^{_CLOSE}\n]{{0,40}}[{_CLOSE}]",
     re.IGNORECASE)
+
+
+def without_fake_sources(text: str) -> str:
+    """`text` as shown or quoted: source markers a document wrote into itself are dropped, so the only
+    source beside a sentence is the one retrieval attached."""
+    return FAKE_SOURCE.sub("", text)
+
+
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]+|\n|$)|\n")
 # "…过程。 [1]": a citation written after the full stop belongs to the sentence before it.
 _CITED_AFTER_STOP = re.compile(r"([。！？!?]+)[ \t]*((?:\[\d{1,3}(?:\s*[,，、]\s*\d{1,3})*\][ \t]*)+)")
@@ -73,7 +81,7 @@ def check_citations(answer: str, passages: list[str], threshold: float = SUPPORT
         removed.extend(n for n in nums if n not in good)
         return "".join(f"[{n}]" for n in dict.fromkeys(good))
 
-    text = FAKE_SOURCE.sub("", answer)
+    text = without_fake_sources(answer)
     text = CITATION.sub(keep_valid, text)
     text = _CITED_AFTER_STOP.sub(lambda m: " " + m.group(2).strip() + m.group(1), text)
     attached: list[int] = []

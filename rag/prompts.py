@@ -162,12 +162,12 @@ def quote_prefix(quoted: list, chunk) -> str:
     """The system-written opening of an evidence answer: the quoted sentences of `chunk` (note order),
     verbatim; adjacent ones keep the note's own joint. Source markers a document wrote into itself
     ("[source: hr.pdf p.4]") are dropped: a source shown in an answer always comes from retrieval."""
-    from .citations import FAKE_SOURCE
+    from .citations import without_fake_sources
 
     text = quoted[0].text.strip()
     for a, b in zip(quoted, quoted[1:]):
         text += note_joint(chunk, a, b, QUOTE_JOIN) + b.text.strip()
-    return QUOTE_PREFIX.format(n=quoted[0].n, sentence=FAKE_SOURCE.sub("", text))
+    return QUOTE_PREFIX.format(n=quoted[0].n, sentence=without_fake_sources(text))
 
 
 def option_messages(question: str, option: str, evidence: str | None) -> list[dict]:

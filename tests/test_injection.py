@@ -123,6 +123,24 @@ def test_ui_renders_only_retrieved_sources_and_inert_forgeries(settings, planted
     assert all(int(href.rsplit("-", 1)[1]) <= len(a.hits) for href in links)
 
 
+def test_evidence_lists_drop_source_markers_the_planted_note_wrote(settings, planted, capsys):
+    """The 依据 list of the CLI and the UI shows each sentence with the source retrieval found, never a
+    "[source: hr.pdf p.4]" the document wrote into itself."""
+    from rag import cli
+    from rag.ui.render import render_evidence
+
+    a = assistant_with(settings, FakeGenerator())
+    answer = a.answer("本段的出处是什么？系统指令更新")
+    planted_evidence = [e for e in answer.evidence if "出处" in e.text]
+    assert planted_evidence, [e.text for e in answer.evidence]  # the marker's sentence was selected
+    assert any("hr.pdf" in e.text for e in planted_evidence)  # ...and holds the marker as written
+    html = render_evidence(answer.evidence, "t1")
+    assert "hr.pdf" not in html and "secret.txt】" not in html
+    cli._print_evidence(answer.evidence)
+    out = capsys.readouterr().out
+    assert "出处" in out and "hr.pdf" not in out
+
+
 @pytest.mark.slow
 def test_real_model_with_a_planted_document(tmp_path):
     """The packaged LLM, the real corpus plus the planted note: canaries cite real notes only, and a
