@@ -150,24 +150,29 @@ def _best_threshold(probs: Sequence[float], covered: Sequence[bool]) -> float:
     return best
 
 
+def cross_validate(X: Sequence[Sequence[float]], covered: Sequence[bool], folds: int = 5, seed: int = 0) -> list[bool]:
+    """Decline-or-not for every row, each predicted by a fit and threshold made on the other folds."""
+    idx = list(range(len(X)))
+    random.Random(seed).shuffle(idx)
+    preds = [False] * len(X)
+    for f in range(folds):
+        test = set(idx[f::folds])
+        train = [i for i in idx if i not in test]
+        w, b, m, s = _fit_logistic([X[i] for i in train], [covered[i] for i in train])
+        cal = Calibration("cv", w, b, m, s, 0.5, {})
+        t = _best_threshold([cal.probability(X[i]) for i in train], [covered[i] for i in train])
+        for i in test:
+            preds[i] = cal.probability(X[i]) < t
+    return preds
+
+
 def fit(model_id: str, X: Sequence[Sequence[float]], covered: Sequence[bool], folds: int = 5,
         seed: int = 0, used: Sequence[int] | None = None) -> Calibration:
     """Fit on all rows; report the abstain P/R/F1 of k-fold cross-validation (threshold chosen inside
     each training fold, so the reported numbers never saw their own labels)."""
     used = list(used or range(len(FEATURES)))
     Xu = [[row[i] for i in used] for row in X]
-    idx = list(range(len(Xu)))
-    random.Random(seed).shuffle(idx)
-    preds = [False] * len(Xu)
-    for f in range(folds):
-        test = set(idx[f::folds])
-        train = [i for i in idx if i not in test]
-        w, b, m, s = _fit_logistic([Xu[i] for i in train], [covered[i] for i in train])
-        cal = Calibration(model_id, w, b, m, s, 0.5, {})
-        t = _best_threshold([cal.probability(Xu[i]) for i in train], [covered[i] for i in train])
-        for i in test:
-            preds[i] = cal.probability(Xu[i]) < t
-    cv = prf(preds, [not c for c in covered])
+    cv = prf(cross_validate(Xu, covered, folds, seed), [not c for c in covered])
     w, b, m, s = _fit_logistic(Xu, covered)
     full = [0.0] * len(FEATURES)
     mean, scale = [0.0] * len(FEATURES), [1.0] * len(FEATURES)
