@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .citations import without_fake_sources
 from .lexical import analyze_query, bigrams, glossary_matches, tokenize
 
 # One sentence splitter for the whole package (evidence, citation checking, UI highlighting).
@@ -80,7 +81,8 @@ class Evidence:
     score: float
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "text": self.text, "source": self.source, "line": self.line,
+        # as on screen: source markers the document wrote into itself are dropped
+        return {"n": self.n, "text": without_fake_sources(self.text), "source": self.source, "line": self.line,
                 "start": self.start, "end": self.end, "score": round(self.score, 4)}
 
 

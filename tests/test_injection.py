@@ -139,6 +139,7 @@ def test_evidence_lists_drop_source_markers_the_planted_note_wrote(settings, pla
     cli._print_evidence(answer.evidence)
     out = capsys.readouterr().out
     assert "出处" in out and "hr.pdf" not in out
+    assert not any("hr.pdf" in e["text"] for e in answer.to_dict()["evidence"])  # rag ask --json, rag serve
 
 
 @pytest.mark.slow
