@@ -26,7 +26,6 @@ from rag.assistant import Assistant  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.evaluation import suites, tuning  # noqa: E402
 from rag.evaluation.data import covered_of, each  # noqa: E402
-from rag.evidence import select_evidence  # noqa: E402
 
 VARIANTS = {  # name -> (prefix, yes, no); "shipped" is rag.prompts'
     "shipped": (prompts.JUDGE_PREFIX, prompts.JUDGE_YES, prompts.JUDGE_NO),
@@ -42,7 +41,7 @@ def rows_of(a, items) -> list[dict]:
     out = []
     for it in each(items, a.progress, "judge variants"):
         ret = a.retrieve(it["question"])
-        ev = select_evidence(ret.query, ret.hits, a.embedder) if ret.hits else []
+        ev = a.evidence_for(ret)
         row = {"id": it["id"], "covered": covered_of(it)}
         if ev:
             messages = prompts.evidence_messages(it["question"], ev, ret.hits)
