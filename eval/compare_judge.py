@@ -26,6 +26,7 @@ from rag.assistant import Assistant  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.evaluation import suites, tuning  # noqa: E402
 from rag.evaluation.data import covered_of, each  # noqa: E402
+from rag.evidence import select_evidence  # noqa: E402
 
 VARIANTS = {  # name -> (prefix, yes, no); "shipped" is rag.prompts'
     "shipped": (prompts.JUDGE_PREFIX, prompts.JUDGE_YES, prompts.JUDGE_NO),
@@ -41,7 +42,7 @@ def rows_of(a, items) -> list[dict]:
     out = []
     for it in each(items, a.progress, "judge variants"):
         ret = a.retrieve(it["question"])
-        ev = a.evidence_for(ret)
+        ev = select_evidence(ret.query, ret.hits, a.embedder) if ret.hits else []
         row = {"id": it["id"], "covered": covered_of(it)}
         if ev:
             messages = prompts.evidence_messages(it["question"], ev, ret.hits)

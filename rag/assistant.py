@@ -253,16 +253,6 @@ class Assistant:
         retrieval.translation = translation
         return retrieval
 
-    def evidence_for(self, retrieval: Retrieval) -> list[Evidence]:
-        """The sentences a question is answered from (rag.evidence). An English question's are scored
-        against its Chinese translation alone: its English words match nothing in Chinese sentences but
-        glossary guesses and stray English fragments, and they pulled the quote off the answer (on the
-        translated tuning questions the quote holds the gold text 6 times more and 1 time less:
-        eval/results/answers_tune.md)."""
-        if not retrieval.hits:
-            return []
-        return select_evidence(retrieval.translation or retrieval.query, retrieval.hits, self.embedder)
-
     def rewrite(self, question: str, history: list[tuple[str, str]]) -> str:
         """Stand-alone version of a follow-up question, using the last turns of the conversation."""
         if not history:
@@ -284,7 +274,7 @@ class Assistant:
         asked = query
         retrieval = self.retrieve(asked, k, timings)
         query = retrieval.query  # what was searched: with an English question, its translation too
-        evidence = self.evidence_for(retrieval)
+        evidence = select_evidence(query, retrieval.hits, self.embedder) if retrieval.hits else []
         timings["retrieval"] = time.perf_counter() - t0 - timings["rewrite"] - timings.get("translate", 0.0)
         turn = _Turn(question, query, retrieval, evidence, t0, timings, asked=asked)
         yield Event("retrieved", retrieval=retrieval, text=query, evidence=evidence)

@@ -112,22 +112,3 @@ def test_unknown_names_are_read_from_the_translation(settings):
     a = Assistant(settings, embedder=FakeEmbedder(), generator=_Translating("LoRA 能缓解梯度爆炸吗？"))
     ans = a.answer("Can LoRA help with exploding gradients?")
     assert ans.abstained and ans.unknown == ["LoRA"]
-
-
-def test_an_english_questions_evidence_is_chosen_by_its_translation(settings, corpus):
-    """The quote of an English question is picked with its Chinese translation alone: its English words
-    otherwise pull it to a sentence that merely repeats them (here the English aside in the note)."""
-    (corpus / "clip.md").write_text(
-        "# 梯度爆炸怎么处理?\n"
-        "有人会问 how do you deal with exploding gradients in practice，这是常见面试题。\n"
-        "梯度裁剪可以缓解梯度爆炸：把梯度的范数限制在阈值以内。\n", encoding="utf-8")
-    a = Assistant(settings, embedder=FakeEmbedder(), generator=_Translating("怎么缓解梯度爆炸？梯度裁剪"))
-    a.build()
-    r = a.retrieve("How do you deal with exploding gradients in practice?")
-    assert r.translation and r.hits[0].chunk.source == "clip.md"
-    from rag.evidence import quoted, select_evidence
-
-    assert "how do you deal" in quoted(select_evidence(r.query, r.hits, a.embedder)).text  # as it was
-    assert "梯度裁剪" in quoted(a.evidence_for(r)).text
-    answer = a.answer("How do you deal with exploding gradients in practice?")
-    assert answer.text.startswith("依据[1]：“梯度裁剪")

@@ -14,7 +14,7 @@ from .metrics import rate
 
 
 def run_evidence(a, items: Sequence[dict], k: int | None = None) -> dict:
-    from ..evidence import quotes
+    from ..evidence import quotes, select_evidence
 
     rows = []
     for it in items:
@@ -22,7 +22,7 @@ def run_evidence(a, items: Sequence[dict], k: int | None = None) -> dict:
         if not covered_of(it) or not gs or not any(g[2] for g in gs):
             continue
         ret = a.retrieve(it["question"], k)
-        ev = a.evidence_for(ret)
+        ev = select_evidence(ret.query, ret.hits, a.embedder)
         top = quotes(ev) if ev else []  # the sentences the answer opens with
         rows.append({"id": it["id"], "gold_rank": first_gold_rank([h.chunk for h in ret.hits], gs),
                      "evidence_gold": evidence_has_gold(ev, gs), "quote_gold": evidence_has_gold(top, gs),
@@ -46,11 +46,12 @@ def abstain_items(items: Sequence[dict]) -> list[dict]:
 def abstain_rows(a, items: Sequence[dict], k: int | None = None) -> list[dict]:
     """The abstain signals of each question, the LLM judge included (one short scoring each)."""
     from .. import prompts
+    from ..evidence import select_evidence
 
     rows = []
     for it in each(items, a.progress, "abstain"):
         ret = a.retrieve(it["question"], k)
-        ev = a.evidence_for(ret)
+        ev = select_evidence(ret.query, ret.hits, a.embedder) if ret.hits else []
         # the judge as questions meet it: linked from the chunk caches when the assistant links them
         judge = a.judge(prompts.evidence_messages(it["question"], ev, ret.hits), a.linked_passages(ret.hits)) \
             if ev else -10.0
