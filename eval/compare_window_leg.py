@@ -43,6 +43,7 @@ def main() -> int:
             texts.append(f"{c.heading or ''} {''.join(ss[i:i + WINDOW])}")
             owner.append(row)
     legs = {name: BM25.from_texts(texts, analyzer=name) for name in ("jieba", "bigram")}
+    by_id = {c.id: c for c in chunks}
     for set_path in args.sets or SETS:
         ranks: dict = {}
         for it in load_jsonl(Path(set_path)):
@@ -62,7 +63,6 @@ def main() -> int:
                     for rank, row in enumerate(rows):
                         cid = chunks[row].id
                         score[cid] = score.get(cid, 0.0) + (1.0 if w == "windows alone" else w) / (RRF_K + rank + 1)
-                by_id = {c.id: c for c in chunks}
                 ranked = [by_id[c] for c in sorted(score, key=lambda c: -score[c])]
                 ranks.setdefault(w, []).append(first_gold_rank(ranked[:10], golds_of(it)))
         print(set_path)

@@ -203,11 +203,9 @@ def _print_evidence(evidence) -> None:
     """The selected evidence, cited, on screen before the model writes anything."""
     if not evidence:
         return
-    from .citations import without_fake_sources
-
     print("依据 (evidence):")
     for e in evidence:
-        print(f"  [{e.n}] {e.source}:{e.line}  {_snippet(without_fake_sources(e.text), 100)}")
+        print(f"  [{e.n}] {e.source}:{e.line}  {_snippet(e.shown, 100)}")
     print(flush=True)
 
 

@@ -80,9 +80,14 @@ class Evidence:
     end: int
     score: float
 
+    @property
+    def shown(self) -> str:
+        """The sentence as a reader sees it (CLI, UI, JSON): source markers the document wrote into itself
+        are dropped, so the only source beside it is the one retrieval attached."""
+        return without_fake_sources(self.text)
+
     def to_dict(self) -> dict:
-        # as on screen: source markers the document wrote into itself are dropped
-        return {"n": self.n, "text": without_fake_sources(self.text), "source": self.source, "line": self.line,
+        return {"n": self.n, "text": self.shown, "source": self.source, "line": self.line,
                 "start": self.start, "end": self.end, "score": round(self.score, 4)}
 
 

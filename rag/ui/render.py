@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 
-from ..citations import CITATION, numbers_in, support, without_fake_sources
+from ..citations import CITATION, numbers_in, support
 from ..corpus import DocStatus, Document
 from ..evidence import sentence_pieces  # the sentence boundaries of evidence selection and checking
 from ..verify import correction_notes
@@ -102,7 +102,7 @@ def render_evidence(evidence, turn: str) -> str:
     """依据: the selected sentences, cited, on screen before the model writes anything."""
     if not evidence:
         return ""
-    items = "".join(f'<li><a class="rag-cite" href="#{source_id(turn, e.n)}">[{e.n}]</a> {esc(without_fake_sources(e.text))} '
+    items = "".join(f'<li><a class="rag-cite" href="#{source_id(turn, e.n)}">[{e.n}]</a> {esc(e.shown)} '
                     f'<span class="rag-dim">{esc(e.source)}:{e.line}</span></li>' for e in evidence)
     return f'<div class="rag-evidence"><div class="rag-sources-title">依据</div><ul>{items}</ul></div>'
 
