@@ -16,7 +16,7 @@ from .chunking import ChunkerSettings
 from .citations import CheckedAnswer, check_citations, numbers_in
 from .config import Settings
 from .evidence import MAX_PASSAGES, Evidence, best_score, passage_of, quotes, select_evidence
-from .verify import KEPT, VerifiedAnswer, either_or, releasable, verify_answer
+from .verify import KEPT, VerifiedAnswer, either_or, releasable, requote, verify_answer
 from .errors import GenerationError, IndexMissing, RagError
 from .corpus import scan_sources
 from .generations import current_generation
@@ -85,6 +85,7 @@ class _Turn:
     t0: float
     timings: dict
     passages: tuple = ()  # with chunk_kv on: the passages the model may link instead of reading
+    said: list[Evidence] = field(default_factory=list)  # the sentences the answer opens by quoting
     asked: str = ""  # the stand-alone question (a follow-up rewritten), before any translation was added
 
     # Read for every streamed piece (releasable): computed once per question, not per token.
@@ -317,8 +318,8 @@ class Assistant:
         covered = retrieval.covered if p_covered is None else p_covered >= self._calibration.threshold
         if not covered:
             return self._declined(turn, p_covered)
-        said = quotes(evidence)
-        return messages, prompts.quote_prefix(said, retrieval.hits[said[0].n - 1].chunk), p_covered
+        turn.said = quotes(evidence)
+        return messages, prompts.quote_prefix(turn.said, retrieval.hits[turn.said[0].n - 1].chunk), p_covered
 
     def _stream(self, turn: "_Turn", messages: list[dict], prefix: str, parts: list[str]) -> Iterator[Event]:
         """Run the model, collecting its text in `parts`. The stream shows only sentences the cheap checks
@@ -363,6 +364,9 @@ class Assistant:
             verified = verify_answer(checked.text, turn.evidence, self._scorer(), turn.quotes, turn.alternatives,
                                      turn.query)
             if verified.text and verified.verdicts and verified.verdicts[0].status in KEPT:
+                instead = requote(verified, turn.said, turn.evidence)
+                if instead is not None:  # the conclusion rests on another passage: quote that one
+                    prefix = prompts.quote_prefix([instead], turn.retrieval.hits[instead.n - 1].chunk)
                 text = prefix + verified.text
             else:  # the conclusion went: the quote stands alone (or before the evidence that replaced it)
                 text = "\n".join(filter(None, [prefix.rstrip().removesuffix("所以，").rstrip(), verified.text]))

@@ -141,6 +141,7 @@ class Verdict:
 class VerifiedAnswer:
     text: str
     verdicts: list[Verdict] = field(default_factory=list)
+    requoted: tuple[int, int] | None = None  # (passage quoted first, passage quoted instead): see requote()
 
     @property
     def removed(self) -> int:
@@ -158,6 +159,10 @@ class VerifiedAnswer:
         if self.replaced:
             parts.append(f"把 {self.replaced} 句与资料矛盾的内容换成了资料原文 (replaced {self.replaced} sentence"
                          f"{'s' if self.replaced > 1 else ''} that contradicted the cited evidence)")
+        if self.requoted:
+            a, b = self.requoted
+            parts.append(f"引文由 [{a}] 换成了结论所依据的 [{b}] (quoted [{b}], the passage the conclusion rests on, "
+                         f"instead of [{a}])")
         return "；".join(parts)
 
 
@@ -275,6 +280,30 @@ def verify_answer(text: str, evidence: list[Evidence], scorer=None, quotes: set[
         if p not in out:
             out.append(p)
     return VerifiedAnswer("\n".join(_join(out)), verdicts)
+
+
+def requote(verified: VerifiedAnswer, quoted: list[Evidence], evidence: list[Evidence]) -> Evidence | None:
+    """The evidence sentence to quote instead of `quoted` when the kept conclusion rests on another passage.
+
+    The system picks the quote by word overlap before the model writes; the model, reading all the evidence,
+    sometimes concludes from another passage and cites it ("依据[1]：“…” 所以，… [3]"). The answer then cites
+    a passage nothing in it rests on. When no kept sentence cites the quoted passage, the sentence of the
+    first one's cited passages that supports it best replaces the quote, if it supports it better than the
+    quote does. The answer then quotes and cites one passage."""
+    if not quoted or not verified.verdicts or verified.verdicts[0].status not in KEPT:
+        return None
+    first = verified.verdicts[0]
+    cited = set(numbers_in(first.claim))
+    kept = {n for v in verified.verdicts if v.status in KEPT for n in numbers_in(v.claim)}
+    pool = [e for e in evidence if e.n in cited]
+    if not pool or quoted[0].n in kept:
+        return None
+    claim = _bare(first.claim)
+    best = max(pool, key=lambda e: support(claim, e.text))
+    if support(claim, best.text) <= max(support(claim, q.text) for q in quoted):
+        return None
+    verified.requoted = (quoted[0].n, best.n)
+    return best
 
 
 def _join(pieces: list[str]) -> list[str]:

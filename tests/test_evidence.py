@@ -12,7 +12,7 @@ from rag.assistant import Assistant
 from rag.chunking import Chunk
 from rag.evidence import Evidence, select_evidence, sentence_pieces, split_sentences
 from rag.retriever import Hit
-from rag.verify import polarity_conflict, releasable, verify_answer
+from rag.verify import polarity_conflict, releasable, requote, verify_answer
 
 
 def hit(text, heading="", source="notes.md", start=0):
@@ -310,3 +310,27 @@ def test_the_options_of_an_exam_question_in_the_notes_are_not_evidence():
     hit = Hit(Chunk("c1", "mcq.md", "26. [优化器]", note, 0, len(note), 1, "0" * 64), 1.0)
     ev = select_evidence("AdaGrad 用的是一阶导还是二阶导？", [hit])
     assert ev and not any("二阶差分" in e.text for e in ev)
+
+
+def test_a_conclusion_resting_on_another_passage_is_quoted_from_that_passage():
+    quoted = [_ev("Dropout 只在训练过程中随机丢弃神经元。", n=1)]
+    ev = quoted + [_ev("学习率过大时，损失会震荡甚至发散。", n=2)]
+    v = verify_answer("学习率过大时损失会震荡甚至发散 [2]。", ev)
+    assert requote(v, quoted, ev) is ev[1] and v.requoted == (1, 2) and "quoted [2]" in v.note()
+    # A conclusion citing the quoted passage, or one the quote supports as well, keeps the quote.
+    v = verify_answer("Dropout 只在训练过程中随机丢弃神经元 [1]。", ev)
+    assert requote(v, quoted, ev) is None and v.requoted is None
+    v = verify_answer("学习率过大时损失会震荡甚至发散 [2]。", ev)
+    assert requote(v, [ev[1], quoted[0]], ev) is None
+
+
+def test_ask_quotes_the_passage_its_conclusion_cites(settings):
+    a = Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator())
+    q = "学习率太大会怎样？测试的时候要用 Dropout 吗?"
+    first = a.answer(q)
+    n = int(first.text[len("依据["):first.text.index("]")])
+    other = next(e for e in first.evidence if e.n != n and len(e.text) > 12)  # the fixture has 3 notes
+    claim = other.text.strip().rstrip("。；")  # a verbatim copy of another passage's sentence
+    ans = Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator(f"{claim} [{other.n}]。")).answer(q)
+    assert ans.text.startswith(f"依据[{other.n}]：“{other.text.strip()}”") and ans.verified.requoted == (n, other.n)
+    assert [k for k, _ in ans.sources] == [other.n]
