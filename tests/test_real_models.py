@@ -88,6 +88,17 @@ def test_contradiction_never_reaches_the_user(real):
     assert "不如梯度消失" in ans.text  # the evidence, quoted
 
 
+def test_the_answer_quotes_the_passage_its_conclusion_rests_on(real):
+    """A tuning question (tune_011): the quote chosen by overlap is a general GAN sentence of one passage,
+    the reader concludes from another passage's V(D, G) sentence and cites that. The answer must quote
+    the passage it cites (verify.requote), not one nothing in it rests on."""
+    ans = real.answer("GAN 那个 minmax 目标函数里，V(D, G) 直观上可以理解成什么？")
+    assert not ans.abstained and ans.text.startswith("依据["), ans.text
+    quoted = int(ans.text[len("依据["):ans.text.index("]")])
+    assert [n for n, _ in ans.sources] == [quoted], ans.text
+    assert "差异" in ans.text
+
+
 def test_paraphrase_with_few_shared_words_is_answered(real):
     ans = real.answer("梯度越往前传越小，有什么简单的处理办法？")
     assert not ans.abstained, (ans.p_covered, ans.text)
