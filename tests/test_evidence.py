@@ -329,7 +329,7 @@ def test_ask_quotes_the_passage_its_conclusion_cites(settings):
     q = "学习率太大会怎样？测试的时候要用 Dropout 吗?"
     first = a.answer(q)
     n = int(first.text[len("依据["):first.text.index("]")])
-    other = next(e for e in first.evidence if e.n != n and len(e.text) > 12)  # the fixture has 3 notes
+    other = next(e for e in first.evidence if e.n != n and len(e.text) > 12)  # the question spans two notes
     claim = other.text.strip().rstrip("。；")  # a verbatim copy of another passage's sentence
     ans = Assistant(settings, embedder=FakeEmbedder(), generator=FakeGenerator(f"{claim} [{other.n}]。")).answer(q)
     assert ans.text.startswith(f"依据[{other.n}]：“{other.text.strip()}”") and ans.verified.requoted == (n, other.n)
