@@ -101,18 +101,23 @@ def _is_heading_echo(sentence: str, heading: str) -> bool:
 
 # An exam question in the notes: a numbered line asking for a choice ("下列…", "…()", "…这种说法是"),
 # then short bullets. Those bullets are options, most of them wrong on purpose ("- AdaGrad使用的是二阶
-# 差分"), not facts. Bullets under a question heading ("3. 有哪些常用的优化器？"), or long ones, are a
-# note's answer and stay evidence.
+# 差分"), not facts. A plain numbered question ("14. 批规范化的好处都有啥?") counts as one when its
+# bullets are followed by a line of prose, the explanation exam notes give after the options (the corpus
+# has 8 such items; quoting their wrong options, "- 它将权重的归一化平均值和标准差", was a wrong answer's
+# evidence). Bullets under a question heading that end the note or run into the next numbered question
+# ("3. 有哪些常用的优化器？"), or long ones, are a note's answer and stay evidence.
 _ASKS = re.compile(r"^\d+\s*[.、．].*(?:下列|以下|下面|[(（]\s*[)）]\s*[?？]?\s*$|[是吗]\s*[?？]?\s*$)")
+_QUESTION = re.compile(r"^\d+\s*[.、．].*[?？]\s*$")
+_NUMBERED = re.compile(r"^\d+\s*[.、．]")
 OPTION_MAX_CHARS = 60
 
 
 def option_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of `text` that are the option bullets of a multiple-choice question."""
-    spans, block, asks, pos = [], [], False, 0
+    spans, block, asks, question, pos = [], [], False, False, 0
 
-    def close():
-        if asks and block and all(e - s <= OPTION_MAX_CHARS for s, e in block):
+    def close(explained: bool):
+        if block and (asks or (question and explained)) and all(e - s <= OPTION_MAX_CHARS for s, e in block):
             spans.extend(block)
 
     for line in text.splitlines(keepends=True):
@@ -120,10 +125,10 @@ def option_spans(text: str) -> list[tuple[int, int]]:
         if body.startswith("- ") or body == "-":
             block.append((pos, pos + len(line)))
         else:
-            close()
-            block, asks = [], bool(_ASKS.search(body))
+            close(explained=bool(body) and not _NUMBERED.match(body))
+            block, asks, question = [], bool(_ASKS.search(body)), bool(_QUESTION.search(body))
         pos += len(line)
-    close()
+    close(explained=False)
     return spans
 
 

@@ -310,6 +310,12 @@ def test_the_options_of_an_exam_question_in_the_notes_are_not_evidence():
     hit = Hit(Chunk("c1", "mcq.md", "26. [优化器]", note, 0, len(note), 1, "0" * 64), 1.0)
     ev = select_evidence("AdaGrad 用的是一阶导还是二阶导？", [hit])
     assert ev and not any("二阶差分" in e.text for e in ev)
+    # A plain numbered question whose bullets are followed by the explanation is an exam item too; one whose
+    # bullets run into the next question is a note's answer.
+    note = ("14. [BN] 批规范化的好处都有啥?\n- 让每一层的输入的范围都大致固定\n- 它将权重的归一化平均值和标准差\n"
+            "是对数据进行归一化,而不是权重\n3. 有哪些常用的优化器？\n- SGD 每次只用一个小批量的梯度\n- Adam\n4. 学习率怎么选？\n")
+    spans = [note[s:e].strip() for s, e in option_spans(note)]
+    assert spans == ["- 让每一层的输入的范围都大致固定", "- 它将权重的归一化平均值和标准差"]
 
 
 def test_a_conclusion_resting_on_another_passage_is_quoted_from_that_passage():
