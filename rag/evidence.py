@@ -103,7 +103,7 @@ def _is_heading_echo(sentence: str, heading: str) -> bool:
 # then short bullets. Those bullets are options, most of them wrong on purpose ("- AdaGrad使用的是二阶
 # 差分"), not facts. A plain numbered question ("14. 批规范化的好处都有啥?") counts as one when its
 # bullets are followed by a line of prose, the explanation exam notes give after the options (the corpus
-# has 8 such items; quoting their wrong options, "- 它将权重的归一化平均值和标准差", was a wrong answer's
+# has 7 such items; quoting their wrong options, "- 它将权重的归一化平均值和标准差", was a wrong answer's
 # evidence). Bullets under a question heading that end the note or run into the next numbered question
 # ("3. 有哪些常用的优化器？"), or long ones, are a note's answer and stay evidence.
 _ASKS = re.compile(r"^\d+\s*[.、．].*(?:下列|以下|下面|[(（]\s*[)）]\s*[?？]?\s*$|[是吗]\s*[?？]?\s*$)")
