@@ -27,7 +27,7 @@ from rag.assistant import Assistant  # noqa: E402
 from rag.citations import without_fake_sources  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.evaluation.data import covered_of, each, evidence_has_gold, golds_of, load_jsonl  # noqa: E402
-from rag.evidence import QUOTE_TOP_PASSAGE, quoted, select_evidence  # noqa: E402
+from rag.evidence import _quote_rank, quoted, select_evidence  # noqa: E402
 
 HEAD = 6  # characters of a sentence enough to tell which one the reader starts to copy
 LAMBDAS = (0.1, 0.2, 0.5, 1.0)
@@ -44,7 +44,7 @@ def reader_scores(a: Assistant, question: str, ev, hits) -> dict:
 
 
 def choices(row: dict) -> dict[str, int]:
-    overlap = np.array([s + QUOTE_TOP_PASSAGE * (n == 1) for s, n in zip(row["score"], row["n"])])
+    overlap = np.array(row["overlap"])
     whole, head = np.array(row["whole"]), np.array(row["head"])
     p = np.exp(head - head.max())
     p /= p.sum()
@@ -73,7 +73,7 @@ def main() -> int:
             continue
         top = quoted(ev)
         gs = golds_of(it)
-        rows.append({"id": it["id"], "n": [e.n for e in ev], "score": [e.score for e in ev],
+        rows.append({"id": it["id"], "n": [e.n for e in ev], "overlap": [_quote_rank(e) for e in ev],
                      "gold": [evidence_has_gold([e], gs) for e in ev],
                      "shipped": next(i for i, e in enumerate(ev) if e.start == top.start and e.n == top.n),
                      **reader_scores(a, it["question"], ev, ret.hits)})
